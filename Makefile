@@ -1,0 +1,25 @@
+# Set-up and the main jobs. Everything is installed from this project's own files into .venv.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,eval]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the bundled portrait, talking-idle motion -> out.mp4
+	$(BIN)/puppetry render astronaut --motion talk-idle -o out.mp4
+
+test: $(STAMP)  ## the test suite
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)  ## the benchmark tables of docs/benchmarks.md
+	$(BIN)/python pipelines/benchmark_render.py
+
+clean:
+	rm -rf $(VENV) out.mp4

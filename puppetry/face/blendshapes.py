@@ -1,0 +1,187 @@
+"""ARKit blendshapes as displacement fields on the 468-vertex mesh, adapted to each face.
+
+``blendshape_basis(shape)`` authors one displacement field per ARKit name on the given
+identity shape, in the head frame (IOD units; see ``mesh.py``), from that face's own
+geometry: the jaw rotates about a hinge placed from the face's proportions, eyelids
+close onto that face's own lower lids, lip corners move relative to that mouth. A driven
+shape is linear in the weights: ``shape + einsum("k,kvc->vc", weights, basis)``.
+
+The eyeLook* shapes move no skin vertex; the renderer turns them into a gaze shift of
+the eye interiors (``gaze_from_expression``). tongueOut is drawn by the mouth synthesiser.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..expression.arkit import INDEX, N_EXPRESSIONS
+from . import mesh as M
+
+JAW_OPEN_RAD = 0.34          # jaw rotation at jawOpen = 1 (about 19.5°)
+BLINK_UPPER_SHARE = 0.8      # share of the lid closure done by the upper lid
+GAZE_IOD = 0.16              # iris shift at full eyeLook, in IOD
+
+
+def _smoothstep(x):
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def _blob(shape, centre, sigma):
+    """Gaussian weight float[468] of each vertex's distance to ``centre`` (IOD)."""
+    d2 = ((shape - centre) ** 2).sum(-1)
+    return np.exp(-d2 / (2 * sigma ** 2))
+
+
+def _spread(shape, idx, disp, sigma, mask=None):
+    """Displacements given at vertices ``idx`` spread to their neighbourhood.
+
+    Each other vertex takes its nearest control vertex's displacement, faded by a
+    Gaussian of the distance (sigma, IOD) and by ``mask`` float[468]. -> float[468 x 3]
+    """
+    d = np.linalg.norm(shape[:, None] - shape[idx][None], axis=-1)   # (468, n)
+    near = d.argmin(1)
+    w = np.exp(-0.5 * (d[np.arange(len(shape)), near] / sigma) ** 2)
+    if mask is not None:
+        w = w * mask
+    out = disp[near] * w[:, None]
+    out[idx] = disp
+    return out
+
+
+def _side(shape, sign, width=0.08):
+    """Soft mask for the subject's left (sign=+1, image right) or right (sign=-1) half."""
+    return 1 / (1 + np.exp(-sign * shape[:, 0] / width))
+
+
+def _rot_x(a):
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def blendshape_basis(shape: np.ndarray) -> np.ndarray:
+    """Displacement fields for one identity.
+
+    shape : float[468 x 3], neutral face in the head frame (IOD units)
+    returns float32[52 x 468 x 3], ordered as ARKIT_NAMES (IOD units at weight 1)
+    """
+    S = shape.astype(np.float64)
+    B = np.zeros((N_EXPRESSIONS, len(S), 3))
+
+    def put(name, disp):
+        B[INDEX[name]] = disp
+
+    # --- mouth geometry of this face
+    iu, il = M.LIP_INNER_UPPER, M.LIP_INNER_LOWER
+    ou, ol = M.LIP_OUTER_UPPER, M.LIP_OUTER_LOWER
+    corner_r, corner_l = S[61], S[291]
+    mouth_c = (S[13] + S[14]) / 2
+    mouth_w = np.linalg.norm(corner_l - corner_r)
+    # lip line: inner contour midline, extended from the corners up toward the ears
+    xs = S[iu, 0]
+    ys = (S[iu, 1] + S[il, 1]) / 2
+    x = S[:, 0]
+    line = np.interp(x, xs, ys)
+    beyond = np.clip(np.abs(x) - np.abs(xs).max(), 0, None)
+    line = line + 0.45 * beyond
+    below = _smoothstep((line - S[:, 1]) / 0.05 + 0.5)
+    below[iu] = 0.0
+    below[il] = 1.0
+    below[[78, 308]] = 0.5
+    lateral = np.exp(-0.5 * (beyond / 0.45) ** 2)
+    jaw_w = below * (0.35 + 0.65 * lateral)
+    jaw_w[il] = 1.0
+    lower_lip = below * _blob(S, mouth_c, 0.35)          # lips and skin just below them
+    upper_lip = (1 - below) * _blob(S, mouth_c + [0, 0.08, 0], 0.3)
+    mouth = _blob(S, mouth_c, 0.4)
+    lips = np.zeros(len(S))
+    lips[iu + il + ou + ol] = 1.0
+    lips = np.maximum(lips, _blob(S, mouth_c, 0.18))
+
+    # --- jaw: rotation about a hinge near the ears, at the nose's height, behind the face
+    hinge = np.array([0.0, S[M.NOSE_TIP, 1] + 0.05, min(S[234, 2], S[454, 2]) - 0.35])
+    rotated = (S - hinge) @ _rot_x(JAW_OPEN_RAD).T + hinge
+    jaw = (rotated - S) * jaw_w[:, None]
+    put("jawOpen", jaw)
+    put("jawForward", np.outer(jaw_w, [0, 0, 0.08]))
+    put("jawLeft", np.outer(jaw_w, [0.10, 0, 0]))
+    put("jawRight", np.outer(jaw_w, [-0.10, 0, 0]))
+    # mouthClose: lips closed while the jaw is open (ARKit), i.e. the lips undo the jaw
+    put("mouthClose", -jaw * (lips * below)[:, None] - np.outer(upper_lip * lips, jaw[14] * 0.0))
+
+    # --- lip shapes
+    to_centre = np.zeros_like(S)
+    to_centre[:, 0] = -np.sign(x) * np.clip(np.abs(x - mouth_c[0]) / (mouth_w / 2), 0, 1)
+    mh = mouth * lips
+    put("mouthFunnel", (to_centre * 0.10 + [0, 0, 0.10]) * mh[:, None]
+        + np.outer(lower_lip * lips, [0, -0.05, 0]) + np.outer(upper_lip * lips, [0, 0.04, 0]))
+    put("mouthPucker", (to_centre * 0.18 + [0, 0, 0.12]) * mouth[:, None] * _blob(S, mouth_c, 0.3)[:, None])
+    put("mouthLeft", np.outer(mouth * _blob(S, mouth_c, 0.35), [0.12, 0, 0]))
+    put("mouthRight", np.outer(mouth * _blob(S, mouth_c, 0.35), [-0.12, 0, 0]))
+    put("mouthRollLower", np.outer(lower_lip * lips, [0, 0.04, -0.06]))
+    put("mouthRollUpper", np.outer(upper_lip * lips, [0, -0.04, -0.06]))
+    put("mouthShrugLower", np.outer(lower_lip, [0, 0.05, 0.03]))
+    put("mouthShrugUpper", np.outer(upper_lip, [0, 0.04, 0.02]))
+    put("cheekPuff", _cheeks(S, mouth_c, 0, 0.0, [0.07, 0, 0.05]) + _cheeks(S, mouth_c, 1, 0.0, [0.07, 0, 0.05]))
+    for side, sign in (("Left", 1), ("Right", -1)):
+        half = _side(S, sign)
+        corner = S[291] if sign > 0 else S[61]
+        near = _blob(S, corner, 0.22) * half
+        put(f"mouthSmile{side}", np.outer(near, [0.06 * sign, 0.07, -0.02]))
+        put(f"mouthFrown{side}", np.outer(near, [0.01 * sign, -0.07, 0]))
+        put(f"mouthStretch{side}", np.outer(near, [0.08 * sign, -0.03, -0.01]))
+        put(f"mouthDimple{side}", np.outer(near, [0.04 * sign, 0.0, -0.04]))
+        put(f"mouthPress{side}", np.outer(lower_lip * lips * half, [0, 0.025, 0])
+            + np.outer(upper_lip * lips * half, [0, -0.025, 0]))
+        put(f"mouthLowerDown{side}", np.outer(lower_lip * lips * half * _blob(S, mouth_c, 0.3), [0, -0.12, 0]))
+        put(f"mouthUpperUp{side}", np.outer(upper_lip * lips * half * _blob(S, mouth_c, 0.3), [0, 0.09, 0]))
+        put(f"cheekSquint{side}", _cheeks(S, mouth_c, int(sign > 0), 0.25, [0, 0.04, 0]))
+        nostril = S[358] if sign > 0 else S[129]
+        put(f"noseSneer{side}", np.outer(_blob(S, nostril, 0.1), [0, 0.04, 0]))
+
+    # --- eyes: lids close onto this face's own lower lid
+    for side, upper, lower in (("Left", M.EYE_LEFT_UPPER, M.EYE_LEFT_LOWER),
+                               ("Right", M.EYE_RIGHT_UPPER, M.EYE_RIGHT_LOWER)):
+        up, lo = np.array(upper[1:-1]), np.array(lower[1:-1])
+        gap = S[lo] - S[up]                                   # upper -> lower, per column
+        eye_c = S[upper + lower].mean(0)
+        above = _smoothstep((S[:, 1] - eye_c[1]) / 0.06 + 0.5)
+        blink_up = _spread(S, up, gap * BLINK_UPPER_SHARE, 0.1, above)
+        blink_lo = _spread(S, lo, -gap * (1 - BLINK_UPPER_SHARE), 0.06, 1 - above)
+        blink_up[lo], blink_lo[up] = 0, 0
+        put(f"eyeBlink{side}", blink_up + blink_lo)
+        height = float(np.abs(gap[:, 1]).mean())
+        put(f"eyeWide{side}", _spread(S, up, np.tile([0, 0.45 * height, 0], (len(up), 1)), 0.12, above))
+        put(f"eyeSquint{side}", _spread(S, lo, np.tile([0, 0.35 * height, 0], (len(lo), 1)), 0.1, 1 - above)
+            + _spread(S, up, np.tile([0, -0.15 * height, 0], (len(up), 1)), 0.08, above))
+
+    # --- brows
+    for side, brow, sign in (("Left", M.BROW_LEFT, 1), ("Right", M.BROW_RIGHT, -1)):
+        b = np.array(brow)
+        inner = S[b[[4, 9]]].mean(0)
+        outer = S[b[[0, 5]]].mean(0)
+        half = _side(S, sign)
+        put(f"browDown{side}", np.outer(_blob(S, (inner + outer) / 2, 0.22) * half, [-0.03 * sign, -0.07, 0]))
+        put(f"browOuterUp{side}", np.outer(_blob(S, outer, 0.2) * half, [0, 0.09, 0]))
+        B[INDEX["browInnerUp"]] += np.outer(_blob(S, inner, 0.18) * half, [0, 0.09, 0])
+    return B.astype(np.float32)
+
+
+def _cheeks(S, mouth_c, left: int, lift: float, disp) -> np.ndarray:
+    sign = 1 if left else -1
+    centre = mouth_c + [sign * 0.62, 0.25 + lift, -0.15]
+    d = np.array(disp, float) * [sign, 1, 1]
+    return np.outer(_blob(S, centre, 0.22), d)
+
+
+def gaze_from_expression(expression: np.ndarray) -> np.ndarray:
+    """Per-eye gaze from the eyeLook* weights.
+
+    expression : float[... x 52]  ->  float[... x 2 x 2]: (right eye, left eye) x (x, y)
+    in the head frame, IOD units (x toward the subject's left, y up).
+    """
+    e = lambda n: expression[..., INDEX[n]]
+    right = np.stack([e("eyeLookInRight") - e("eyeLookOutRight"),
+                      e("eyeLookUpRight") - e("eyeLookDownRight")], -1)
+    left = np.stack([e("eyeLookOutLeft") - e("eyeLookInLeft"),
+                     e("eyeLookUpLeft") - e("eyeLookDownLeft")], -1)
+    return np.stack([right, left], -2) * GAZE_IOD

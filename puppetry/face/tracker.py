@@ -1,0 +1,112 @@
+"""Face tracking with MediaPipe Face Mesh (legacy solution) and selfie segmentation.
+
+Landmarks are returned in pixels: ``float32[478 x 3]`` with (x, y) image coordinates and
+z the relative depth in the same pixel units (smaller z = nearer the camera). The first
+468 points are the mesh vertices, the last 10 the two irises (centre first).
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+N_LANDMARKS = 478       # 468 mesh vertices + 2 x 5 iris points
+N_VERTICES = 468
+MIN_FACE_PX = 80        # faces narrower than this (pixels) are refused
+MAX_FACES = 4           # faces looked for; the largest is used
+
+
+class FaceNotFoundError(ValueError):
+    """No usable face in an image."""
+
+
+@dataclass
+class Face:
+    landmarks: np.ndarray   # float32[478 x 3], pixels
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 of the landmarks, pixels
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+
+def _import_solutions():
+    import mediapipe.python.solutions as solutions  # heavy: imported on first use
+    return solutions
+
+
+class FaceTracker:
+    """MediaPipe Face Mesh with iris refinement.
+
+    ``static=True`` treats each image independently (portraits, re-tracking rendered
+    frames); ``static=False`` tracks a video, faster and steadier from frame to frame.
+    Not thread-safe: one tracker per thread.
+    """
+
+    def __init__(self, static: bool = True, max_faces: int = MAX_FACES, min_confidence: float = 0.5):
+        solutions = _import_solutions()
+        self._mesh = solutions.face_mesh.FaceMesh(
+            static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+
+    def faces(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in ``rgb`` (uint8 HxWx3), largest first."""
+        h, w = rgb.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(rgb))
+        faces = []
+        for lm in result.multi_face_landmarks or []:
+            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lm.landmark], np.float32)
+            x0, y0 = pts[:, :2].min(0)
+            x1, y1 = pts[:, :2].max(0)
+            faces.append(Face(pts, (float(x0), float(y0), float(x1), float(y1))))
+        return sorted(faces, key=lambda f: -f.width)
+
+    def track(self, rgb: np.ndarray) -> Face | None:
+        """The largest face, or None."""
+        faces = self.faces(rgb)
+        return faces[0] if faces else None
+
+    def close(self):
+        self._mesh.close()
+
+
+def detect_face(rgb: np.ndarray, name: str = "image", tracker: FaceTracker | None = None) -> Face:
+    """The one face a portrait is about, with errors that name the input and the fix.
+
+    Several faces -> the largest, with a warning. None, or under ``MIN_FACE_PX`` wide ->
+    :class:`FaceNotFoundError`.
+    """
+    tracker = tracker or _shared_tracker()
+    faces = tracker.faces(rgb)
+    if not faces:
+        raise FaceNotFoundError(
+            f"no face found in {name}: use a photo where one face is clearly visible, "
+            f"roughly frontal and at least {MIN_FACE_PX * 2} px wide")
+    if len(faces) > 1:
+        warnings.warn(f"{len(faces)} faces found in {name}; using the largest "
+                      f"({faces[0].width:.0f} px wide). Crop the photo to choose another.")
+    face = faces[0]
+    if face.width < MIN_FACE_PX:
+        raise FaceNotFoundError(
+            f"the face in {name} is only {face.width:.0f} px wide: use a photo where the face "
+            f"is at least {MIN_FACE_PX} px wide (ideally 200 px or more), or crop closer")
+    return face
+
+
+_local = threading.local()
+
+
+def _shared_tracker() -> FaceTracker:
+    if not hasattr(_local, "tracker"):
+        _local.tracker = FaceTracker(static=True)
+    return _local.tracker
+
+
+def segment_person(rgb: np.ndarray) -> np.ndarray:
+    """Head-and-body probability: float32[H x W] in [0, 1] (1 = person)."""
+    if not hasattr(_local, "segmenter"):
+        _local.segmenter = _import_solutions().selfie_segmentation.SelfieSegmentation(model_selection=0)
+    mask = _local.segmenter.process(np.ascontiguousarray(rgb)).segmentation_mask
+    return np.clip(mask, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,296 @@
+"""Image and video files in and out: the only module that touches media formats.
+
+- :func:`load_image` reads any still photo as ``uint8[H x W x 3]`` RGB.
+- :func:`write_video` streams RGB frames (and optional audio) to an H.264 MP4.
+- :func:`write_image`, :func:`read_video_frames`, :func:`video_info` and
+  :func:`contact_sheet` cover the rest.
+
+Every writer is atomic: it encodes to a hidden temp file beside the target and moves it
+into place only on success, so a failed run never leaves a half-written file nor
+damages the file that was there before.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import soundfile as sf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .drive.frames import FPS  # default video frame rate, frames/s
+
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # 178_956_970 px (~13 400 px square), PIL's hard limit
+BACKGROUND = (255, 255, 255)  # RGB behind transparent pixels
+CRF = 18  # x264 constant rate factor: 0 lossless .. 51 worst; 18 ~ visually lossless
+AUDIO_BITRATE = "128k"  # AAC bit rate, bits/s
+STDERR_TAIL = 2000  # characters of ffmpeg's log quoted in errors
+GAP = 2  # px between contact-sheet tiles
+GAP_GRAY = 24  # 0..255, colour of the contact-sheet gaps
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # write_image suffixes
+
+PathLike = str | os.PathLike
+
+
+class ImageError(ValueError):
+    """An input image is missing, unreadable or unusable; the message names the fix."""
+
+
+def load_image(path: PathLike) -> np.ndarray:
+    """Read a photo as ``uint8[H x W x 3]`` RGB, upright as its EXIF orientation says.
+
+    Grayscale, palette, CMYK and 16-bit/float images are converted; transparent pixels
+    are composited over white. Raises :class:`ImageError` naming the file and the fix.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path} not found: check the path and file name")
+    if path.is_dir():
+        raise ImageError(f"{path} is a folder, not an image: pass the photo file inside it")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path} is empty (0 bytes): copy or export the photo again")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked here:
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise Image.DecompressionBombError(f"{im.width} x {im.height} px")
+                im.load()  # decode now so that truncated or corrupt data fails here
+                return _to_rgb(ImageOps.exif_transpose(im))
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path} has more than MAX_PIXELS = {MAX_PIXELS / 1e6:.0f} million "
+                         "pixels: downscale it before use") from None
+    except UnidentifiedImageError:
+        reason = "cannot identify image file"
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying "corrupt"
+        reason = str(e) or type(e).__name__
+    raise ImageError(f"{path} is not a readable image ({reason}): use a JPEG or PNG photo")
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Any PIL mode -> ``uint8[H x W x 3]``; 16-bit and float gray are scaled, not clipped."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        gray = np.asarray(im, dtype=np.float64)
+        # Full scale: 65535 for 16-bit files; for 32-bit int/float, the smallest usual
+        # range that holds the data (0..1 float, 0..255, 0..65535), else the data's peak.
+        ranges = (65535.0,) if im.mode.startswith("I;16") else (
+            (1.0, 255.0, 65535.0) if im.mode == "F" else (255.0, 65535.0))
+        top = float(gray.max(initial=0.0))
+        peak = next((r for r in ranges if top <= r), top)
+        gray = np.clip(gray / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.has_transparency_data:  # an alpha band or a transparent palette entry
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKGROUND, 255)), rgba)
+    try:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except ValueError as e:
+        raise OSError(f"unsupported colour mode {im.mode}") from e
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """Yield a hidden temp path beside ``path``; move it onto ``path`` if the block succeeds."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give a file name such as {path / 'out.mp4'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_frame(frame, what: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    a = np.asarray(frame)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"{what} has shape {a.shape} and dtype {a.dtype}: expected uint8 "
+                         "H x W x 3 RGB (use np.clip(x * 255, 0, 255).astype(np.uint8))")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{what} is {a.shape}, but the first frame is {shape}: "
+                         "give every frame the same size")
+    return a
+
+
+def write_image(path: PathLike, rgb: np.ndarray) -> Path:
+    """Atomically write ``rgb : uint8[H x W x 3]`` as PNG or JPEG, chosen by the suffix."""
+    path = Path(path)
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot write {path}: use a .png or .jpg file name")
+    image = Image.fromarray(_check_frame(rgb, "image"))
+    with _atomic(path) as tmp:
+        image.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return path
+
+
+def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
+                audio: PathLike | tuple[np.ndarray, int] | None = None, *, crf: int = CRF,
+                inputs: Sequence[PathLike] = ()) -> Path:
+    """Stream frames to an H.264 MP4 (yuv420p, faststart), with optional AAC audio.
+
+    frames : iterable of uint8[H x W x 3] RGB, all one size; consumed one at a time. Odd
+             sizes are padded by one edge pixel, as yuv420p needs even ones.
+    fps    : frames/s.
+    audio  : an audio file, or ``(samples float32[N], sample_rate Hz)`` mono; it starts
+             with the first frame and is kept whole (the file lasts as long as the longer).
+    inputs : files this video is made from; writing onto one of them is refused.
+
+    The file appears at ``path`` only when encoding succeeded; returns ``path``.
+    """
+    path = Path(path)
+    # 1. Refuse to overwrite the inputs (the audio file counts as one).
+    audio_file = None if audio is None or isinstance(audio, tuple) else Path(audio)
+    for src in [*map(Path, inputs), *([audio_file] if audio_file else [])]:
+        if path.resolve() == src.resolve():
+            raise ValueError(f"refusing to write {path}: it is one of the inputs; "
+                             "choose another output path")
+    if not (fps > 0 and 0 <= crf <= 51):
+        raise ValueError(f"cannot write {path} at fps={fps}, crf={crf}: use fps > 0 and "
+                         "crf in 0..51 (lower is better quality)")
+    if audio_file is not None and not audio_file.is_file():
+        raise FileNotFoundError(f"audio file {audio_file} not found: check the path")
+    if isinstance(audio, tuple):
+        samples, sample_rate = np.asarray(audio[0], np.float32), int(audio[1])
+        if samples.ndim != 1 or samples.size == 0 or sample_rate <= 0:
+            raise ValueError(f"audio is {samples.shape} samples at {sample_rate} Hz: pass "
+                             "(samples float32[N], sample_rate Hz), mono, N > 0")
+    # 2. Peek at the first frame for the size.
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"no frames to write to {path}: pass at least one H x W x 3 frame")
+    shape = _check_frame(first, "frame 0").shape
+    h, w = shape[0] + shape[0] % 2, shape[1] + shape[1] % 2
+    with tempfile.TemporaryDirectory() as scratch, _atomic(path) as tmp, \
+            tempfile.TemporaryFile() as log:
+        # 3. Build the ffmpeg command: raw RGB on stdin, audio from a file.
+        if isinstance(audio, tuple):
+            audio_file = Path(scratch) / "audio.wav"
+            sf.write(audio_file, samples, sample_rate, subtype="FLOAT")
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+               "-r", str(Fraction(fps).limit_denominator(1001)), "-i", "-"]
+        if audio_file is not None:
+            cmd += ["-i", str(audio_file), "-map", "0:v", "-map", "1:a",
+                    "-c:a", "aac", "-b:a", AUDIO_BITRATE]
+        cmd += ["-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p",
+                "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+        # 4. Stream the frames; stop ffmpeg on any error so the temp file can go.
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=log)
+        try:
+            for i, frame in enumerate(itertools.chain([first], frames)):
+                a = _check_frame(frame, f"frame {i}", shape)
+                proc.stdin.write(np.pad(a, ((0, h - a.shape[0]), (0, w - a.shape[1]), (0, 0)),
+                                        mode="edge").tobytes())
+        except BrokenPipeError:
+            pass  # ffmpeg quit early; its exit code and log below say why
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            with suppress(OSError):
+                proc.stdin.close()
+        if proc.wait() != 0:
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip()[-STDERR_TAIL:]
+            raise RuntimeError(f"ffmpeg could not write {path} (exit {proc.returncode}): {tail}")
+    return path
+
+
+def _open_video(path: PathLike) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video {path} not found: check the path")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as e:
+        raise ValueError(f"{path} is not a readable video ({e}): use an MP4 file") from None
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"{path} has no video stream: use a video file, not audio only")
+    return container
+
+
+def read_video_frames(path: PathLike) -> Iterator[np.ndarray]:
+    """Yield the frames of a video as ``uint8[H x W x 3]`` RGB, one at a time."""
+    container = _open_video(path)  # opened now, so a bad path fails at the call
+
+    def frames() -> Iterator[np.ndarray]:
+        with container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+
+    return frames()
+
+
+def video_info(path: PathLike) -> dict:
+    """Describe a video file.
+
+    Returns ``dict(fps, n_frames, width, height, duration, has_audio, audio_duration)``:
+    fps in frames/s, width and height in px, durations in seconds (``duration`` is the
+    video's, ``n_frames / fps``; ``audio_duration`` is None without audio).
+    """
+    with _open_video(path) as container:
+        video = container.streams.video[0]
+        fps = float(video.average_rate or video.guessed_rate or 0)
+        n_frames = video.frames or sum(1 for p in container.demux(video) if p.size)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        audio_duration = None
+        if audio is not None and audio.duration is not None:
+            audio_duration = float(audio.duration * audio.time_base)
+        return dict(fps=fps, n_frames=n_frames, width=video.codec_context.width,
+                    height=video.codec_context.height,
+                    duration=n_frames / fps if fps else 0.0,
+                    has_audio=audio is not None, audio_duration=audio_duration)
+
+
+def contact_sheet(frames: Sequence[np.ndarray], cols: int = 4, rows: int = 4, *,
+                  labels: Sequence[str] | None = None, tile: int = 256) -> np.ndarray:
+    """Tile ``rows * cols`` frames, evenly spaced over ``frames``, into one RGB image.
+
+    frames : sequence of uint8[H x W x 3] RGB.
+    labels : one string per frame in ``frames`` (e.g. ``f"t={i / fps:.2f}s"``), drawn on
+             the tiles that show those frames.
+    tile   : tile width in px; the height keeps the first frame's aspect ratio.
+    Returns uint8[R * (th + GAP) - GAP x cols * (tile + GAP) - GAP x 3], with th the tile
+    height and R = rows, or fewer when there are fewer frames than tiles.
+    """
+    if len(frames) == 0:
+        raise ValueError("contact_sheet needs at least one frame")
+    if labels is not None and len(labels) != len(frames):
+        raise ValueError(f"got {len(labels)} labels for {len(frames)} frames: "
+                         "give one label per frame")
+    n = min(rows * cols, len(frames))
+    picks = np.linspace(0, len(frames) - 1, n).round().astype(int)
+    h0, w0 = _check_frame(frames[0], "frame 0").shape[:2]
+    th = max(1, round(h0 * tile / w0))
+    rows = -(-n // cols)
+    sheet = np.full((rows * (th + GAP) - GAP, cols * (tile + GAP) - GAP, 3), GAP_GRAY, np.uint8)
+    scale = tile / 512  # font size that reads well at any tile width
+    for k, i in enumerate(picks):
+        img = cv2.resize(_check_frame(frames[i], f"frame {i}"), (tile, th),
+                         interpolation=cv2.INTER_AREA)
+        if labels is not None:
+            for color, thick in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # outlined text
+                cv2.putText(img, str(labels[i]), (4, th - 6), cv2.FONT_HERSHEY_SIMPLEX,
+                            scale, color, thick, cv2.LINE_AA)
+        y, x = (k // cols) * (th + GAP), (k % cols) * (tile + GAP)
+        sheet[y:y + th, x:x + tile] = img
+    return sheet

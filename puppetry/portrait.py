@@ -1,0 +1,160 @@
+"""A portrait made ready to animate: canvas, landmarks, face model, masks, background.
+
+``load_portrait`` does all per-portrait work once (tracking, segmentation, background
+fill, blendshape fitting) so that rendering a frame is only warping.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .face.blendshapes import blendshape_basis
+from .face.mesh import HeadFrame, head_frame, interocular
+from .face.tracker import Face, detect_face, segment_person
+from .io import load_image
+
+WORK_PX = 1280        # long side at which a large photo is searched for its face
+CROP_FACE_WIDTHS = 2.7  # crop side = this many face widths (head, hair, neck, some shoulder)
+CROP_LIFT = 0.12      # crop centre above the face box centre, in face heights
+FRAMES = ("crop", "full")
+BUNDLED = "astronaut"   # the default portrait: scikit-image's astronaut (public domain, NASA)
+
+
+def bundled_portrait() -> np.ndarray:
+    """The bundled default portrait, uint8[512 x 512 x 3] (Eileen Collins, NASA, public
+    domain; shipped inside scikit-image)."""
+    import skimage.data
+    return skimage.data.astronaut()
+
+
+@dataclass
+class Portrait:
+    """Everything the renderers need about one portrait, on its canvas.
+
+    image     : uint8[H x W x 3], the canvas (a head crop, or the whole photo resized)
+    landmarks : float32[478 x 3], canvas pixels (z in the same units)
+    frame     : the head frame (image = scale * R @ head + origin)
+    shape     : float32[468 x 3], the neutral identity shape in the head frame (IOD)
+    basis     : float32[52 x 468 x 3], its blendshape displacement fields (IOD)
+    alpha     : float32[H x W], head/body (1) versus background (0)
+    background: uint8[H x W x 3], the canvas with the person removed and filled in
+    name      : where it came from, for messages
+    """
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    frame: HeadFrame
+    shape: np.ndarray
+    basis: np.ndarray
+    alpha: np.ndarray
+    background: np.ndarray
+    name: str = "portrait"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the canvas, pixels."""
+        return self.image.shape[:2]
+
+    @property
+    def iod(self) -> float:
+        """Inter-ocular distance on the canvas, pixels."""
+        return interocular(self.landmarks)
+
+
+def load_portrait(source, *, size: int = 512, frame: str = "crop") -> Portrait:
+    """Read, track and prepare a portrait.
+
+    source : a path, ``"astronaut"`` (the bundled portrait), or uint8[H x W x 3] RGB
+    size   : canvas side for ``frame="crop"`` (square), or long side for ``"full"``, pixels
+    frame  : "crop" (a square around the head) or "full" (the whole photo)
+    """
+    if frame not in FRAMES:
+        raise ValueError(f"frame must be one of {FRAMES}, not {frame!r}")
+    if not 64 <= size <= 2048:
+        raise ValueError(f"size {size} is out of range: use 64..2048 pixels")
+    if isinstance(source, str) and source == BUNDLED and not Path(source).exists():
+        name, rgb = BUNDLED, bundled_portrait()
+    elif isinstance(source, (str, os.PathLike)):
+        name, rgb = Path(source).name, load_image(source)
+    else:
+        name, rgb = "portrait", np.asarray(source)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"portrait array must be uint8 HxWx3 RGB, got {rgb.dtype} {rgb.shape}")
+
+    # 1. find the face at a working resolution, in photo coordinates
+    k = min(1.0, WORK_PX / max(rgb.shape[:2]))
+    work = cv2.resize(rgb, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else rgb
+    face = detect_face(work, name)
+    box = np.array(face.box) / k
+
+    # 2. the canvas: a head crop or the whole photo, at the requested size
+    canvas = _crop(rgb, box, size) if frame == "crop" else _resize_long(rgb, size)
+
+    # 3. track again on the canvas (where frames are rendered and re-tracked)
+    try:
+        face = detect_face(canvas, name)
+    except ValueError as err:
+        raise ValueError(f"{err} (after resizing to {size} px: try a larger --size)") from None
+    return prepare(canvas, face, name)
+
+
+def prepare(canvas: np.ndarray, face: Face, name: str = "portrait") -> Portrait:
+    """A Portrait from a canvas image and its tracked face."""
+    lm = face.landmarks.astype(np.float32)
+    hf = head_frame(lm)
+    shape = hf.to_head(lm[:468].astype(np.float64)).astype(np.float32)
+    alpha = _person_alpha(canvas, lm)
+    return Portrait(canvas, lm, hf, shape, blendshape_basis(shape), alpha,
+                    _background(canvas, alpha), name)
+
+
+def _crop(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    fw, fh = x1 - x0, y1 - y0
+    side = CROP_FACE_WIDTHS * max(fw, 0.8 * fh)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - CROP_LIFT * fh
+    s = size / side
+    m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float64)
+    if s < 1:   # shrink without aliasing: resize first, then place
+        small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        m = np.array([[1, 0, size / 2 - s * cx], [0, 1, size / 2 - s * cy]], np.float64)
+        return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _resize_long(rgb: np.ndarray, size: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    s = size / max(h, w)
+    out_w, out_h = max(2, round(w * s / 2) * 2), max(2, round(h * s / 2) * 2)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    return cv2.resize(rgb, (out_w, out_h), interpolation=interp)
+
+
+def _person_alpha(canvas: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """Selfie segmentation joined with the face's own outline, float32[H x W] 0..1."""
+    alpha = segment_person(canvas)
+    hull = np.zeros(canvas.shape[:2], np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(lm[:468, :2].astype(np.int32)), 1)
+    return np.maximum(alpha, hull.astype(np.float32))
+
+
+def _background(canvas: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The canvas with the person filled in from the surroundings (Telea inpainting at a
+    coarse scale), kept identical to the canvas wherever the person is not."""
+    h, w = alpha.shape
+    core = (alpha > 0.5).astype(np.uint8)
+    grow = max(3, round(0.03 * max(h, w)))
+    core = cv2.dilate(core, np.ones((grow, grow), np.uint8))
+    k = 160 / max(h, w)
+    small = cv2.resize(canvas, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(core, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+    filled = cv2.inpaint(small, small_mask, 5, cv2.INPAINT_TELEA)
+    filled = cv2.GaussianBlur(cv2.resize(filled, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 0.01 * max(h, w))
+    soft = cv2.GaussianBlur(core.astype(np.float32), (0, 0), grow / 3)[..., None]
+    soft = np.where(core[..., None] > 0, np.maximum(soft, 0.5), soft)
+    soft[alpha[..., None] < 0.02] = 0.0
+    return (canvas * (1 - soft) + filled * soft + 0.5).astype(np.uint8)
