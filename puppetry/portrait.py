@@ -144,7 +144,8 @@ def _person_alpha(canvas: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 def _background(canvas: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """The canvas with the person filled in from the surroundings (Telea inpainting at a
-    coarse scale), kept identical to the canvas wherever the person is not."""
+    coarse scale). Identical to the canvas wherever the person is not solid (alpha < 1),
+    so that a frame with no motion composites back to the canvas exactly."""
     h, w = alpha.shape
     core = (alpha > 0.5).astype(np.uint8)
     grow = max(3, round(0.03 * max(h, w)))
@@ -154,7 +155,5 @@ def _background(canvas: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     small_mask = cv2.resize(core, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
     filled = cv2.inpaint(small, small_mask, 5, cv2.INPAINT_TELEA)
     filled = cv2.GaussianBlur(cv2.resize(filled, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 0.01 * max(h, w))
-    soft = cv2.GaussianBlur(core.astype(np.float32), (0, 0), grow / 3)[..., None]
-    soft = np.where(core[..., None] > 0, np.maximum(soft, 0.5), soft)
-    soft[alpha[..., None] < 0.02] = 0.0
-    return (canvas * (1 - soft) + filled * soft + 0.5).astype(np.uint8)
+    solid = np.clip((alpha - 0.9) / 0.09, 0, 1)[..., None]
+    return (canvas * (1 - solid) + filled * solid + 0.5).astype(np.uint8)

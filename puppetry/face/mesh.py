@@ -33,9 +33,11 @@ LIP_UPPER_MID, LIP_LOWER_MID = 13, 14                              # inner lip m
 # Symmetric pairs (subject's right, left) that define the head's x axis.
 SYMMETRIC_PAIRS = [(33, 263), (133, 362), (61, 291), (234, 454), (127, 356), (70, 300),
                    (105, 334), (172, 397), (58, 288), (93, 323), (132, 361), (98, 327)]
-# Points that move with the skull and not with expressions (pose fitting).
-RIGID_POINTS = [33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 10, 151, 9, 8, 234, 454,
-                127, 356, 93, 323, 98, 327, 129, 358, 64, 294]
+# Points that move with the skull and not with expressions (pose fitting). No face-oval
+# points: on a turned face a tracker puts those on the visible silhouette, not on the
+# same skin point.
+RIGID_POINTS = [33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 151, 9, 8, 98, 327, 129,
+                358, 64, 294, 116, 345, 50, 280, 205, 425, 31, 261, 117, 346]
 
 
 def closed_loop(upper: list[int], lower: list[int]) -> list[int]:

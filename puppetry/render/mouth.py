@@ -1,9 +1,8 @@
 """The mouth interior: teeth, tongue and a dark cavity, drawn where the lips part.
 
-Drawn in mouth coordinates that the rasteriser interpolates over the mouth hole:
-u runs from the right corner (0) to the left corner (1), v from the upper lip (0) to the
-lower lip (1). Colours are taken from the portrait's own skin and lips, so the interior
-is lit like the face.
+Drawn per pixel of the mouth hole from its distance to each lip and its place across
+the mouth. Colours are taken from the portrait's own skin and lips, so the interior is
+lit like the face. (Where the portrait shows its own teeth, the renderer uses those.)
 """
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 
 UPPER_TEETH_IOD = 0.15   # visible height of the upper incisors, IOD
-LOWER_TEETH_IOD = 0.09
+LOWER_TEETH_IOD = 0.05
 TOOTH_U = 0.085          # width of a front tooth along the mouth (u units)
 TEETH_RGB = np.array([0.93, 0.90, 0.84])
 CAVITY_RGB = np.array([0.20, 0.06, 0.06])
@@ -41,35 +40,33 @@ class MouthPalette:
                    t(0.6 * TONGUE_RGB * light + 0.4 * lips * 0.9))
 
 
-def draw_mouth(u: torch.Tensor, v: torch.Tensor, open_px: float, iod_px: float,
+def draw_mouth(across: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor, iod_px: float,
                palette: MouthPalette, tongue_out: float = 0.0) -> torch.Tensor:
-    """Interior colours for pixels of the mouth hole.
+    """Interior colours for N pixels of the mouth hole.
 
-    u, v    : float[H x W] mouth coordinates (see module docstring)
-    open_px : lip opening at the middle of the mouth, pixels; iod_px : pixels per IOD
-    returns float[3 x H x W], 0..1
+    across : float[N], 0 at the middle of the mouth .. 1 at the corners
+    d_up, d_lo : float[N], pixels below the upper lip and above the lower lip
+    iod_px : pixels per inter-ocular distance; tongue_out : 0..1
+    returns float[N x 3], 0..1
     """
-    across = (2 * u - 1).abs()                               # 0 middle .. 1 corners
-    height = open_px * (1 - across ** 2).clamp_min(0).sqrt() + 1e-3
-    from_top, from_bottom = v * height, (1 - v) * height     # pixels to each lip
+    height = d_up + d_lo + 1e-3
+    v = d_up / height                                         # 0 upper lip .. 1 lower lip
     # cavity: darkest at the back and toward the corners
     depth = 1 - (2 * v - 1).abs()
-    rgb = palette.cavity[:, None, None] * (1.1 - 0.5 * depth - 0.4 * across)
-    # tongue: a low mound, further forward with tongueOut
-    tu, tv = (u - 0.5) / 0.32, (v - (0.92 - 0.25 * tongue_out)) / (0.32 + 0.3 * tongue_out)
-    tongue = (1 - (tu ** 2 + tv ** 2)).clamp(0, 1).sqrt()
-    rgb = torch.lerp(rgb, palette.tongue[:, None, None] * (0.6 + 0.4 * tongue), (tongue * 3).clamp(0, 1))
-    # teeth: upper row under the upper lip, lower row above the lower lip
-    lateral = (1 - across / 0.78).clamp(0, 1)                # none past the canines
-    slot = (u - 0.5) / TOOTH_U
-    gap = 1 - 0.45 * torch.exp(-((slot - slot.round()) / 0.07) ** 2)
-    shade = (0.55 + 0.45 * lateral) * gap
-    upper = ((UPPER_TEETH_IOD * iod_px * (0.92 + 0.08 * (slot - slot.round()).abs().mul(2).neg().add(1))
-              - from_top) / 1.5).clamp(0, 1) * (lateral * 4).clamp(0, 1)
-    lower_h = LOWER_TEETH_IOD * iod_px * (open_px / (0.25 * iod_px)).clamp(max=1) if torch.is_tensor(open_px) \
-        else LOWER_TEETH_IOD * iod_px * min(1.0, open_px / (0.25 * iod_px))
-    lower = ((lower_h - from_bottom) / 1.5).clamp(0, 1) * (lateral * 4).clamp(0, 1) * 0.9
-    lip_shadow = 1 - 0.35 * torch.exp(-from_top / (0.02 * iod_px + 1))
-    teeth = palette.teeth[:, None, None] * shade * lip_shadow
-    rgb = torch.lerp(rgb, teeth * 0.85, lower)
-    return torch.lerp(rgb, teeth, upper)
+    rgb = palette.cavity[None] * (1.1 - 0.5 * depth - 0.4 * across)[:, None]
+    # tongue: a low mound behind the lower teeth, forward with tongueOut
+    tv = (v - (0.95 - 0.3 * tongue_out)) / (0.35 + 0.3 * tongue_out)
+    tongue = (1 - ((across / 0.6) ** 2 + tv ** 2)).clamp(0, 1).sqrt()
+    rgb = torch.lerp(rgb, palette.tongue[None] * (0.55 + 0.45 * tongue)[:, None], (tongue * 3).clamp(0, 1)[:, None])
+    # teeth: upper incisors under the upper lip, lower ones above the lower lip, soft gaps
+    lateral = (1 - across / 0.8).clamp(0, 1)                  # none past the canines
+    slot = across / TOOTH_U
+    gap = 1 - 0.18 * torch.exp(-((slot - slot.round()) / 0.08) ** 2)
+    shade = (0.6 + 0.4 * lateral) * gap
+    teeth = palette.teeth[None] * shade[:, None] * (1 - 0.3 * torch.exp(-d_up / (0.02 * iod_px + 1)))[:, None]
+    reach = (lateral * 4).clamp(0, 1)
+    upper = ((UPPER_TEETH_IOD * iod_px - d_up) / 1.5).clamp(0, 1) * reach
+    lower_h = LOWER_TEETH_IOD * iod_px * (height / (0.3 * iod_px)).clamp(max=1)
+    lower = ((lower_h - d_lo) / 1.5).clamp(0, 1) * (1 - across / 0.55).clamp(0, 1).mul(3).clamp(max=1)
+    rgb = torch.lerp(rgb, teeth * 0.7, lower[:, None])
+    return torch.lerp(rgb, teeth, upper[:, None])

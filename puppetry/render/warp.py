@@ -38,10 +38,13 @@ MOUTH_C, EYE_R_C, EYE_L_C = N_MESH, N_MESH + 1, N_MESH + 2        # fan centre v
 class RenderConfig:
     """Inference knobs of the warp renderer (override with ``dataclasses.replace``)."""
 
-    raster_scale: float = 0.5        # flow is rasterised at this fraction of the canvas
+    raster_scale: float = 0.25       # flow is rasterised at this fraction of the canvas
     pivot: tuple[float, float, float] = (0.0, -1.0, -1.5)  # rotation centre, head frame (IOD)
+    head_centre: tuple[float, float, float] = (0.0, -0.15, -1.4)  # skull proxy, head frame (IOD)
+    head_axes: tuple[float, float, float] = (1.3, 1.8, 1.6)       # its semi-axes (IOD)
     hair_reach: float = 1.0          # flow reach above the chin, face widths
     neck_reach: float = 0.3          # flow reach below the chin, face widths
+    seam_reach: float = 0.25         # mesh-to-skull blend beyond the face, face widths
     mouth_ramp_iod: float = 0.06     # extra opening over which the drawn interior fades in
     threads: int = 2                 # torch intra-op threads
 
@@ -72,15 +75,9 @@ class WarpRenderer:
         # 2. per-vertex attributes: source position (pixels) and hole coordinates
         src = p.landmarks[:N_MESH, :2]
         centres = [src[MOUTH_LOOP].mean(0), src[EYE_LOOPS[0]].mean(0), src[EYE_LOOPS[1]].mean(0)]
-        attr = np.zeros((N_MESH + 3, 6), np.float32)   # src x, src y, eye R, eye L, mouth u, v
+        attr = np.zeros((N_MESH + 3, 4), np.float32)   # source x, y; eye R, eye L weights
         attr[:, :2] = np.concatenate([src, centres])
         attr[EYE_R_C, 2] = attr[EYE_L_C, 3] = 1.0
-        xs = p.shape[:, 0]
-        u = (xs - xs[78]) / (xs[308] - xs[78])
-        attr[:N_MESH, 4] = np.clip(u, 0, 1)
-        attr[M.LIP_INNER_LOWER, 5] = 1.0
-        attr[[78, 308], 5] = 0.5
-        attr[MOUTH_C, 4:] = 0.5
         self.attr = torch.from_numpy(attr)
         self.shape = torch.from_numpy(p.shape)
         self.basis = torch.from_numpy(p.basis).reshape(len(p.basis), -1)
@@ -88,20 +85,35 @@ class WarpRenderer:
         self.source = torch.from_numpy(np.concatenate(
             [p.image / 255.0, p.alpha[..., None]], -1).astype(np.float32)).permute(2, 0, 1)[None]
         self.background = torch.from_numpy(p.background / np.float32(255)).permute(2, 0, 1)
-        self.reach = torch.from_numpy(self._reach())[None]
+        self.reach = torch.from_numpy(self._reach(config.hair_reach, config.neck_reach))[None]
+        self.seam = torch.from_numpy(self._reach(config.seam_reach, config.seam_reach))[None]
+        fr = p.frame
+        self.skull_axes = fr.scale * fr.rotation @ np.diag(config.head_axes)   # (3, 3) pixels
+        self.skull_centre = fr.to_image(np.array([config.head_centre]))[0]
         ys, xs_ = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
         self.base = torch.stack([xs_, ys], -1)                         # (H, W, 2) pixels
         rh, rw = self.raster_size
         ys, xs_ = torch.meshgrid((torch.arange(rh) + 0.5) / config.raster_scale,
                                  (torch.arange(rw) + 0.5) / config.raster_scale, indexing="ij")
         self.raster_base = torch.stack([xs_, ys])                      # (2, h, w) pixels
+        self.canvas = p.image
+        self.to_grid = torch.tensor([2.0 / w, 2.0 / h])
         self.palette = MouthPalette.from_portrait(p.image, p.landmarks)
+        # mouth: column index of each fan vertex along the lips, the source lips per column
+        col = np.zeros(N_MESH + 3, np.float32)
+        col[M.LIP_INNER_UPPER] = col[M.LIP_INNER_LOWER] = np.arange(len(M.LIP_INNER_UPPER))
+        col[MOUTH_C] = (len(M.LIP_INNER_UPPER) - 1) / 2
+        self.mouth_col = torch.from_numpy(col)
+        self.src_upper = torch.from_numpy(p.landmarks[M.LIP_INNER_UPPER, :2].copy())
+        self.src_lower = torch.from_numpy(p.landmarks[M.LIP_INNER_LOWER, :2].copy())
+        self.src_open = (self.src_lower - self.src_upper).norm(dim=1)
+        self.src_down = torch.from_numpy(-p.frame.rotation[:2, 1].astype(np.float32))
         self.rest_open = self._opening(p.landmarks[:N_MESH])
         self.pivot = p.frame.to_image(np.array([config.pivot]))[0]
 
-    def _reach(self) -> np.ndarray:
+    def _reach(self, hair: float, neck: float) -> np.ndarray:
         """How far the face's flow extends, float32[h x w] at raster scale: 1 on the face,
-        fading over the hair (long reach) and the neck (short reach), 0 far away."""
+        fading over the hair (reach ``hair``) and the neck (``neck``, face widths), 0 far away."""
         p, s = self.portrait, self.config.raster_scale
         hull = np.zeros(self.raster_size, np.uint8)
         cv2.fillConvexPoly(hull, cv2.convexHull((p.landmarks[:N_MESH, :2] * s).astype(np.int32)), 1)
@@ -110,93 +122,169 @@ class WarpRenderer:
         chin_y = p.landmarks[M.CHIN, 1] * s
         rows = np.arange(self.raster_size[0])[:, None] + 0.5
         below = np.clip((rows - chin_y) / (0.3 * face_w), 0, 1)
-        reach = face_w * (self.config.hair_reach * (1 - below) + self.config.neck_reach * below)
+        reach = face_w * (hair * (1 - below) + neck * below)
         return np.exp(-0.5 * (dist / reach) ** 2).astype(np.float32)
 
     @staticmethod
     def _opening(pts) -> float:
         return float(np.linalg.norm(pts[M.LIP_LOWER_MID, :2] - pts[M.LIP_UPPER_MID, :2]))
 
+    def _pose(self, frame: DrivingFrame):
+        """The frame's rigid motion on the canvas: ``p -> rot @ (p - pivot) * k + pivot + shift``."""
+        face_w = float(np.ptp(self.portrait.landmarks[:, 0]))
+        shift = np.array([frame.translation[0] * face_w, frame.translation[1] * face_w, 0.0])
+        return rotation_matrix(*frame.rotation), float(frame.scale), shift
+
     def posed_vertices(self, frame: DrivingFrame) -> np.ndarray:
         """The driven mesh on the canvas: float32[468 x 3], pixels (z: depth, pixels)."""
-        p = self.portrait
         w = torch.from_numpy(np.asarray(frame.expression, np.float32))
         head = (self.shape.reshape(-1) + w @ self.basis).reshape(-1, 3).double().numpy()
-        pts = p.frame.to_image(head)
-        rot = rotation_matrix(*frame.rotation)
-        face_w = float(np.ptp(p.landmarks[:, 0]))
-        shift = np.array([frame.translation[0] * face_w, frame.translation[1] * face_w, 0.0])
-        return ((pts - self.pivot) @ rot.T * frame.scale + self.pivot + shift).astype(np.float32)
+        pts = self.portrait.frame.to_image(head)
+        rot, k, shift = self._pose(frame)
+        return ((pts - self.pivot) @ rot.T * k + self.pivot + shift).astype(np.float32)
+
+    def _skull_flow(self, frame: DrivingFrame) -> torch.Tensor:
+        """Backward flow of the rigid skull proxy (an ellipsoid), float32[2 x h x w], pixels.
+
+        Each raster pixel is cast (orthographically) onto the front of the posed ellipsoid,
+        taken back to the rest pose and projected: hair and the head's outline turn with
+        the head instead of sliding with the face. Outside the silhouette the ray's
+        nearest approach is used, which continues the flow smoothly.
+        """
+        rot, k, shift = self._pose(frame)
+        axes = k * rot @ self.skull_axes                                    # posed (3, 3)
+        centre = rot @ (self.skull_centre - self.pivot) * k + self.pivot + shift
+        inv = torch.from_numpy(np.linalg.inv(axes).astype(np.float32))
+        q = self.raster_base - torch.from_numpy(centre[:2].astype(np.float32))[:, None, None]
+        a = torch.einsum("ij,jhw->ihw", inv[:, :2], q) - (inv[:, 2] * float(centre[2]))[:, None, None]
+        b = inv[:, 2][:, None, None]                                          # (3, 1, 1)
+        bb, ab = (b * b).sum(0), (a * b).sum(0)
+        disc = (ab ** 2 - bb * ((a * a).sum(0) - 1)).clamp_min(0)
+        t = (-ab - disc.sqrt()) / bb                                          # front surface
+        local = a + b * t                                                     # (3, h, w) unit sphere
+        src = torch.einsum("ij,jhw->ihw", torch.from_numpy(self.skull_axes[:2].astype(np.float32)), local)
+        return src + torch.from_numpy(self.skull_centre[:2].astype(np.float32))[:, None, None] - self.raster_base
 
     @torch.no_grad()
     def render_frame(self, frame: DrivingFrame) -> np.ndarray:
         """One driving frame -> uint8[H x W x 3]."""
-        return self.render_tensor(frame).mul(255).add(0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        out = self.canvas.copy()
+        (y0, y1, x0, x1), patch = self._render_region(frame)
+        out[y0:y1, x0:x1] = patch.mul(255).add(0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        return out
 
     @torch.no_grad()
     def render_tensor(self, frame: DrivingFrame) -> torch.Tensor:
         """One driving frame -> float32[3 x H x W], 0..1."""
+        out = self.source[0, :3].clone()
+        (y0, y1, x0, x1), patch = self._render_region(frame)
+        out[:, y0:y1, x0:x1] = patch
+        return out
+
+    def _render_region(self, frame: DrivingFrame):
+        """Render the part of the canvas that moves: ((y0, y1, x0, x1), float32[3 x h x w])."""
         p, cfg = self.portrait, self.config
         h, w = self.size
         s = cfg.raster_scale
         # 1. driven, posed mesh with the three fan centres
         pts = self.posed_vertices(frame)
         verts = np.concatenate([pts, [pts[MOUTH_LOOP].mean(0)], [pts[EYE_LOOPS[0]].mean(0)],
-                                [pts[EYE_LOOPS[1]].mean(0)]])
-        verts_t = torch.from_numpy(verts * np.float32([s, s, 1]))
+                                [pts[EYE_LOOPS[1]].mean(0)]]).astype(np.float32)
         # 2. gaze moves the eye interiors (iris and sclera) inside the lids
         gaze = gaze_from_expression(np.asarray(frame.expression))          # (2 eyes, 2)
         gaze = gaze + np.float32(GAZE_IOD) * np.asarray(frame.gaze, np.float32)
-        axes = (p.frame.rotation @ rotation_matrix(*frame.rotation).T.T)  # head axes in image
-        shift = np.stack([(axes[:2, 0] * g[0] + axes[:2, 1] * g[1]) * p.frame.scale for g in gaze]).astype(np.float32)
-        attr = self.attr.clone()
-        # 3. rasterise: source position and hole coordinates for every covered pixel
-        frags = rasterize(verts_t, self.faces, self.raster_size)
-        vals = frags.interpolate(self.faces, attr)                           # (N, 6)
-        src = vals[:, :2] - vals[:, 2:3] * torch.from_numpy(shift[0]) - vals[:, 3:4] * torch.from_numpy(shift[1])
+        axes = rotation_matrix(*frame.rotation) @ p.frame.rotation          # head axes in image
+        shift = torch.from_numpy(np.stack(
+            [(axes[:2, 0] * g[0] + axes[:2, 1] * g[1]) * p.frame.scale for g in gaze]).astype(np.float32))
+        # 3. rasterise (coarse: the flow is continuous across the fans): source positions
+        frags = rasterize(torch.from_numpy(verts * np.float32([s, s, 1])), self.faces, self.raster_size)
+        vals = frags.interpolate(self.faces, self.attr)              # (N, 4)
+        src = vals[:, :2] - vals[:, 2:3] * shift[0] - vals[:, 3:4] * shift[1]
         known = frags.to_image(torch.ones(len(vals), 1))[..., 0][None]       # (1, h, w)
         disp = frags.to_image(src).permute(2, 0, 1) - self.raster_base       # (2, h, w)
-        # 4. extend the flow beyond the face: smooth, fading to zero on the background
-        filled = pull_push(disp * known, known)
-        disp = known * disp + (1 - known) * filled * self.reach
-        flow = F.interpolate(disp[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        # 5. resample the portrait (rgb + alpha) and composite over the background plate
-        pos = self.base + flow.permute(1, 2, 0)
-        grid = torch.stack([pos[..., 0] / w, pos[..., 1] / h], -1) * 2 - 1
+        # 4. beyond the face the skull proxy turns hair and outline; the mesh's own
+        #    deviation from it (jaw, expressions) is extended smoothly over a short seam;
+        #    everything fades out down the neck and away from the head
+        skull = self._skull_flow(frame)
+        seam = pull_push((disp - skull) * known, known) * self.seam
+        disp = known * disp + (1 - known) * (skull + seam) * self.reach
+        # 5. only where something moves: resample the portrait (rgb + alpha) there and
+        #    composite over the background plate
+        moving = (disp.abs().amax(0) > 0.05).nonzero()
+        if len(moving) == 0:
+            return (0, 0, 0, 0), torch.zeros(3, 0, 0)
+        y0, x0 = ((moving.amin(0) - 1).clamp_min(0).float() / s).floor().long().tolist()
+        y1, x1 = ((moving.amax(0) + 2).float() / s).ceil().long().tolist()
+        y1, x1 = min(y1, h), min(x1, w)
+        flow = F.interpolate(disp[None], size=(h, w), mode="bilinear", align_corners=False)[0, :, y0:y1, x0:x1]
+        pos = self.base[y0:y1, x0:x1] + flow.permute(1, 2, 0)
+        grid = pos * self.to_grid - 1
         warped = F.grid_sample(self.source, grid[None], mode="bilinear", padding_mode="border",
                                align_corners=False)[0]
         alpha = warped[3:4]
-        out = warped[:3] * alpha + self.background * (1 - alpha)
+        out = torch.lerp(self.background[:, y0:y1, x0:x1], warped[:3], alpha)
         # 6. the mouth interior where the lips part further than in the portrait
         opening = self._opening(pts)
         fade = (opening - self.rest_open) / (cfg.mouth_ramp_iod * p.frame.scale)
         if fade > 0:
-            in_mouth = (frags.face >= self.n_skin) & (frags.face < self.n_skin + self.n_mouth)
-            self._draw_mouth(out, frags, vals, in_mouth, opening, min(1.0, fade), frame)
-        return out
+            self._draw_mouth(out, (y0, x0), verts, min(1.0, fade), frame)
+        return (y0, y1, x0, x1), out
 
-    def _draw_mouth(self, out, frags, vals, in_mouth, opening, fade, frame):
-        """Paint the interior in place on ``out`` float[3 x H x W], in the mouth's box only."""
-        s = self.config.raster_scale
-        h, w = self.size
-        mask_lo = frags.to_image(in_mouth.float()[:, None])[..., 0]
-        uv_lo = frags.to_image(vals[:, 4:6] * in_mouth.float()[:, None])
-        ys, xs = torch.nonzero(mask_lo, as_tuple=True)
-        if len(ys) == 0:
+    def _draw_mouth(self, out, origin, verts, fade, frame):
+        """Paint the mouth interior in place on ``out`` float[3 x h x w] (whose top-left
+        canvas pixel is ``origin``): the portrait's own teeth where it shows them, carried
+        rigidly by the upper and lower lips, and drawn teeth, tongue and cavity beyond."""
+        p = self.portrait
+        fan = self.faces[self.n_skin:self.n_skin + self.n_mouth]
+        # rasterise the mouth fan at full resolution, in the mouth's own box
+        oy, ox = origin
+        loop = verts[MOUTH_LOOP, :2]
+        bx0, by0 = np.maximum(np.floor(loop.min(0)).astype(int) - 2, (ox, oy))
+        bx1 = min(int(np.ceil(loop[:, 0].max())) + 3, ox + out.shape[2])
+        by1 = min(int(np.ceil(loop[:, 1].max())) + 3, oy + out.shape[1])
+        if bx1 <= bx0 or by1 <= by0:
             return
-        pad = 2
-        y0, y1 = max(0, int(ys.min()) - pad), min(mask_lo.shape[0], int(ys.max()) + pad + 1)
-        x0, x1 = max(0, int(xs.min()) - pad), min(mask_lo.shape[1], int(xs.max()) + pad + 1)
-        Y0, Y1, X0, X1 = round(y0 / s), min(h, round(y1 / s)), round(x0 / s), min(w, round(x1 / s))
-        box = torch.cat([mask_lo[y0:y1, x0:x1, None], uv_lo[y0:y1, x0:x1]], -1).permute(2, 0, 1)[None]
-        up = F.interpolate(box, size=(Y1 - Y0, X1 - X0), mode="bilinear", align_corners=False)[0]
-        m = up[0].clamp(0, 1)
-        u = up[1] / m.clamp_min(1e-3)
-        v = up[2] / m.clamp_min(1e-3)
-        interior = draw_mouth(u, v, opening, self.portrait.frame.scale, self.palette,
-                              float(frame.expression[INDEX["tongueOut"]]))
-        a = (m * fade)[None]
-        out[:, Y0:Y1, X0:X1] = out[:, Y0:Y1, X0:X1] * (1 - a) + interior * a
+        local = verts - np.float32([bx0, by0, 0])
+        frags = rasterize(torch.from_numpy(local), fan, (by1 - by0, bx1 - bx0))
+        if len(frags.pix) == 0:
+            return
+        # per-pixel column along the mouth and the lip points above and below it
+        cols = frags.interpolate(fan, self.mouth_col[:, None])[:, 0]        # (N,) 0..10
+        c0 = cols.floor().long().clamp(0, 9)
+        f = (cols - c0)[:, None]
+        up_pts = torch.from_numpy(local[M.LIP_INNER_UPPER, :2])
+        lo_pts = torch.from_numpy(local[M.LIP_INNER_LOWER, :2])
+        upper = torch.lerp(up_pts[c0], up_pts[c0 + 1], f)
+        lower = torch.lerp(lo_pts[c0], lo_pts[c0 + 1], f)
+        y, x = frags.pix // (bx1 - bx0), frags.pix % (bx1 - bx0)
+        pix = torch.stack([x, y], 1).float() + 0.5
+        down = torch.from_numpy((rotation_matrix(*frame.rotation) @ -p.frame.rotation[:, 1])[:2].astype(np.float32))
+        d_up = ((pix - upper) @ down).clamp_min(0)
+        d_lo = ((lower - pix) @ down).clamp_min(0)
+        across = ((cols - 5) / 5).abs()
+        # the portrait's own interior, attached to each lip (no vertical stretching)
+        k = float(frame.scale)
+        rest = torch.lerp(self.src_open[c0], self.src_open[c0 + 1], f[:, 0])
+        src_up = torch.lerp(self.src_upper[c0], self.src_upper[c0 + 1], f) + self.src_down * (d_up / k)[:, None]
+        src_lo = torch.lerp(self.src_lower[c0], self.src_lower[c0 + 1], f) - self.src_down * (d_lo / k)[:, None]
+        real = self._sample(torch.cat([src_up, src_lo]))
+        w_up = ((0.6 * rest - d_up / k) / 1.5).clamp(0, 1)[:, None]
+        w_lo = (((0.4 * rest - d_lo / k) / 1.5).clamp(0, 1) * (1 - across / 0.7).clamp(0, 1))[:, None]
+        drawn = draw_mouth(across, d_up, d_lo, p.frame.scale, self.palette,
+                           float(frame.expression[INDEX["tongueOut"]]))
+        interior = torch.lerp(torch.lerp(drawn, real[len(y):], w_lo), real[:len(y)], w_up)
+        # composite, antialiased at the lip edge by a 3x3 box over the coverage
+        mask = frags.mask().float()
+        soft = F.avg_pool2d(mask[None, None], 3, 1, 1)[0, 0][y, x]
+        a = (soft * fade)[None]
+        ly, lx = y + (by0 - oy), x + (bx0 - ox)
+        out[:, ly, lx] = out[:, ly, lx] * (1 - a) + interior.T * a
+
+    def _sample(self, pts: torch.Tensor) -> torch.Tensor:
+        """Portrait colours at canvas points float[N x 2] (pixels) -> float[N x 3]."""
+        grid = (pts * self.to_grid - 1)[None, None]
+        return F.grid_sample(self.source[:, :3], grid, mode="bilinear", padding_mode="border",
+                             align_corners=False)[0, :, 0].T
 
     def render(self, motion: Motion) -> Iterator[np.ndarray]:
         """Frames of a motion, one uint8[H x W x 3] at a time."""

@@ -1,0 +1,192 @@
+"""The rasteriser, pull-push fill and the warp renderer on the bundled portrait.
+
+Rendered frames are read back with the same tracker that reads photos, and measured with
+``puppetry.eval.metrics``: the renderer is judged by what it draws, not by its internals.
+"""
+import numpy as np
+import pytest
+import torch
+
+from puppetry import DrivingFrame, Motion, WarpRenderer, load_portrait, preset, render
+from puppetry.eval import metrics
+from puppetry.face.tracker import FaceTracker
+from puppetry.portrait import bundled_portrait
+from puppetry.render.fill import pull_push
+from puppetry.render.raster import rasterize
+
+BACKGROUND = 0.02   # alpha below this is background
+POSE_DEG = 15       # driven head turn, degrees
+MIN_POSE_DEG = 5    # smallest turn the re-tracked face must show, degrees
+
+
+@pytest.fixture(scope="module")
+def portrait():
+    return load_portrait("astronaut")
+
+
+@pytest.fixture(scope="module")
+def renderer(portrait):
+    return WarpRenderer(portrait)
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    t = FaceTracker(static=True)
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="module")
+def reference(portrait, tracker):
+    """The portrait's own landmarks as the tracker reads them, float[478 x 3]."""
+    return tracker.track(portrait.image).landmarks
+
+
+def retrack(tracker, rgb):
+    face = tracker.track(rgb)
+    assert face is not None, "the tracker lost the face in a rendered frame"
+    return face.landmarks
+
+
+# ---- rasterize -------------------------------------------------------------------------
+
+def _tri(*corners):
+    return torch.tensor(corners, dtype=torch.float32)
+
+
+def test_rasterize_nearer_triangle_wins():
+    verts = _tri([2, 2, 5.0], [30, 2, 5.0], [2, 30, 5.0],     # far (z = 5)
+                 [6, 6, 1.0], [30, 6, 1.0], [6, 30, 1.0])     # near (z = 1), overlapping
+    for order in ([[0, 1, 2], [3, 4, 5]], [[3, 4, 5], [0, 1, 2]]):
+        faces = torch.tensor(order)
+        frags = rasterize(verts, faces, (32, 32))
+        winner = order[int(frags.to_image(frags.face[:, None].float(), fill=-1)[10, 10, 0])]
+        assert winner == [3, 4, 5]
+        assert order[int(frags.to_image(frags.face[:, None].float())[3, 3, 0])] == [0, 1, 2]
+        assert len(frags.pix) == len(torch.unique(frags.pix))  # one fragment per pixel
+
+
+@pytest.mark.parametrize("corners", [
+    ([0, 0, 0], [10.5, 0, 0], [0, 10.5, 0]),   # either winding
+    ([0, 0, 0], [0, 10.5, 0], [10.5, 0, 0]),
+])
+def test_rasterize_covers_a_right_triangle(corners):
+    # pixel centres (x + 0.5, y + 0.5) inside x + y <= 10.5: x + y <= 9, 10 + 9 + ... + 1
+    frags = rasterize(_tri(*corners), torch.tensor([[0, 1, 2]]), (16, 16))
+    assert len(frags.pix) == 55
+    ys, xs = torch.nonzero(frags.mask(), as_tuple=True)
+    assert ((xs + ys) <= 9).all()
+
+
+def test_rasterize_barycentrics():
+    verts = _tri([3.2, 1.7, 0], [27.9, 6.1, 1], [9.4, 29.3, 2], [30.5, 28.0, 3])
+    faces = torch.tensor([[0, 1, 2], [1, 3, 2]])
+    frags = rasterize(verts, faces, (32, 32))
+    assert len(frags.pix) > 300
+    torch.testing.assert_close(frags.bary.sum(-1), torch.ones(len(frags.pix)))
+    assert (frags.bary >= 0).all()
+    # interpolating the corners' positions gives back each pixel's centre
+    xy = frags.interpolate(faces, verts[:, :2])
+    centres = torch.stack([frags.pix % 32, frags.pix // 32], 1).float() + 0.5
+    torch.testing.assert_close(xy, centres, atol=0.05, rtol=0)
+
+
+def test_rasterize_off_screen_is_empty():
+    frags = rasterize(_tri([-20, -20, 0], [-10, -20, 0], [-20, -10, 0]),
+                      torch.tensor([[0, 1, 2]]), (8, 8))
+    assert len(frags.pix) == 0 and not frags.mask().any()
+
+
+# ---- pull_push -------------------------------------------------------------------------
+
+def test_pull_push_keeps_known_values_and_fills_holes_in_range():
+    rng = np.random.default_rng(0)
+    h, w = 37, 53                                             # odd sizes: uneven pyramid
+    values = torch.from_numpy(rng.uniform(0.2, 0.8, (2, h, w)).astype(np.float32))
+    known = torch.from_numpy((rng.random((1, h, w)) < 0.05).astype(np.float32))
+    known[:, 10:30, 10:40] = 0                                # a large hole
+    out = pull_push(values * known, known)
+    assert out.shape == values.shape and torch.isfinite(out).all()
+    k = known[0] > 0
+    assert torch.equal(out[:, k], values[:, k])
+    for c in range(2):
+        lo, hi = values[c][k].min(), values[c][k].max()
+        assert lo - 1e-5 <= out[c].min() and out[c].max() <= hi + 1e-5
+
+
+def test_pull_push_extends_a_constant():
+    known = torch.zeros(1, 20, 20)
+    known[:, 2:5, 3:7] = 1
+    out = pull_push(torch.full((1, 20, 20), 0.3) * known, known)
+    torch.testing.assert_close(out, torch.full((1, 20, 20), 0.3))
+
+
+# ---- WarpRenderer ----------------------------------------------------------------------
+
+def test_neutral_frame_is_the_portrait(portrait, renderer):
+    rgb = renderer.render_frame(DrivingFrame())
+    assert rgb.shape == (*portrait.size, 3) and rgb.dtype == np.uint8
+    diff = np.abs(rgb.astype(int) - portrait.image)
+    assert diff.mean() < 2
+    background = portrait.alpha < BACKGROUND
+    assert background.mean() > 0.2
+    assert (diff[background] == 0).all()
+
+
+def test_jaw_open_opens_the_mouth(renderer, tracker):
+    opening = [metrics.lip_opening(retrack(tracker, renderer.render_frame(
+        DrivingFrame.make(expression={"jawOpen": w})))) for w in (0.0, 0.5, 1.0)]
+    assert opening[0] < opening[1] < opening[2]
+    assert opening[2] - opening[0] > 0.2                      # IOD units
+
+
+def test_blink_closes_the_eyes(renderer, tracker):
+    open_ = metrics.eye_aspect_ratio(retrack(tracker, renderer.render_frame(DrivingFrame())))
+    shut = metrics.eye_aspect_ratio(retrack(tracker, renderer.render_frame(
+        DrivingFrame.make(expression={"eyeBlinkLeft": 1, "eyeBlinkRight": 1}))))
+    assert shut < 0.5 * open_
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2], ids=["yaw", "pitch", "roll"])
+def test_head_pose_signs(renderer, tracker, reference, axis):
+    name = ("yaw", "pitch", "roll")[axis]
+    for sign in (+1, -1):
+        rgb = renderer.render_frame(DrivingFrame.make(**{name: sign * POSE_DEG}))
+        pose = metrics.fitted_pose(retrack(tracker, rgb), reference)
+        assert sign * pose[axis] > MIN_POSE_DEG, f"{name}={sign * POSE_DEG} read back as {pose}"
+        assert abs(pose[axis]) < 2 * POSE_DEG
+
+
+@pytest.mark.parametrize("expression", [
+    {"jawOpen": 1.0},
+    {"eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0},
+    {"mouthSmileLeft": 0.8, "mouthSmileRight": 0.8, "browInnerUp": 1.0},
+], ids=["jaw", "blink", "smile+brows"])
+def test_expressions_leave_the_background_alone(portrait, renderer, expression):
+    rgb = renderer.render_frame(DrivingFrame.make(expression=expression))
+    background = portrait.alpha < BACKGROUND
+    same = (rgb[background] == portrait.image[background]).all(-1)
+    assert same.mean() >= 0.98
+
+
+def test_render_yields_one_frame_per_motion_frame(portrait):
+    motion = preset("nod", duration=0.2)
+    frames = list(render(portrait, motion))
+    assert len(frames) == len(motion) == 5
+    assert all(f.shape == (512, 512, 3) and f.dtype == np.uint8 for f in frames)
+    assert len(list(render(portrait, Motion.still(2)))) == 2
+
+
+def test_full_frame_mode():
+    # A landscape head-and-shoulders crop of the bundled photo: the whole photo at 400 px
+    # has a face under the 80 px minimum (next test).
+    photo = np.ascontiguousarray(bundled_portrait()[0:300, 60:420])    # (300, 360)
+    full = load_portrait(photo, frame="full", size=400)
+    assert full.size == (334, 400)                                    # long side 400, even
+    rgb = WarpRenderer(full).render_frame(DrivingFrame.make(yaw=10))
+    assert rgb.shape == (334, 400, 3)
+
+
+def test_full_frame_with_too_small_a_face_says_to_enlarge():
+    with pytest.raises(ValueError, match="only 7. px wide.*larger --size"):
+        load_portrait("astronaut", frame="full", size=400)            # face ~72 px wide
