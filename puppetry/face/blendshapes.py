@@ -88,8 +88,13 @@ def blendshape_basis(shape: np.ndarray) -> np.ndarray:
     below[il] = 1.0
     below[[78, 308]] = 0.5
     lateral = np.exp(-0.5 * (beyond / 0.45) ** 2)
-    jaw_w = below * (0.35 + 0.65 * lateral)
-    jaw_w[il] = 1.0
+    # lips part in a lens shape: near the corners the lower lip follows the jaw less,
+    # while the chin further down follows it fully
+    half = 0.5 * mouth_w * 1.1
+    taper = 0.2 + 0.8 * np.sqrt(np.clip(1 - ((x - mouth_c[0]) / half) ** 2, 0, 1))
+    depth_below = np.clip((line - S[:, 1]) / 0.4, 0, 1)
+    below[il] = 1.0
+    jaw_w = below * (0.35 + 0.65 * lateral) * (taper + (1 - taper) * depth_below)
     lower_lip = below * _blob(S, mouth_c, 0.35)          # lips and skin just below them
     upper_lip = (1 - below) * _blob(S, mouth_c + [0, 0.08, 0], 0.3)
     mouth = _blob(S, mouth_c, 0.4)

@@ -14,7 +14,7 @@ import torch
 UPPER_TEETH_IOD = 0.15   # visible height of the upper incisors, IOD
 LOWER_TEETH_IOD = 0.05
 TOOTH_U = 0.085          # width of a front tooth along the mouth (u units)
-TEETH_RGB = np.array([0.93, 0.90, 0.84])
+TEETH_RGB = np.array([0.86, 0.82, 0.74])
 CAVITY_RGB = np.array([0.20, 0.06, 0.06])
 TONGUE_RGB = np.array([0.72, 0.36, 0.36])
 
