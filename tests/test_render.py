@@ -114,7 +114,8 @@ def test_pull_push_keeps_known_values_and_fills_holes_in_range():
         assert lo - 1e-5 <= out[c].min() and out[c].max() <= hi + 1e-5
 
 
-def test_pull_push_extends_a_constant():
+def test_pull_push_fills_far_from_the_known_values():
+    # known values in one corner only: every hole, however far, takes the constant
     known = torch.zeros(1, 20, 20)
     known[:, 2:5, 3:7] = 1
     out = pull_push(torch.full((1, 20, 20), 0.3) * known, known)
