@@ -6,7 +6,7 @@
    cliques that are not faces (every edge of a real face belongs to at most two faces).
 2. Canonical neutral shape: scikit-image's astronaut photo (public domain, NASA), tracked
    with Face Mesh, expressed in the head frame, made left-right symmetric.
-3. Mirror map: each vertex's nearest mirror image in the canonical shape.
+3. Mirror map: the one-to-one matching of vertices to their mirror images.
 """
 import collections
 import itertools
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import skimage.data
+from scipy.optimize import linear_sum_assignment
 from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
 
 from puppetry.face.mesh import head_frame
@@ -39,7 +40,8 @@ def main():
     face = detect_face(skimage.data.astronaut(), "astronaut")
     pts = head_frame(face.landmarks).to_head(face.landmarks[:468].astype(np.float64))
     mirrored = pts * [-1, 1, 1]
-    mirror = np.argmin(((pts[:, None] - mirrored[None]) ** 2).sum(-1), axis=1)
+    cost = ((pts[:, None] - mirrored[None]) ** 2).sum(-1)
+    mirror = linear_sum_assignment(cost)[1]          # one-to-one: an involution
     canonical = (pts + mirrored[mirror]) / 2   # symmetric: average with the mirror image
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, triangles=tris, canonical=canonical.astype(np.float32),

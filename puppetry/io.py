@@ -125,6 +125,14 @@ def _check_frame(frame, what: str, shape: tuple[int, ...] | None = None) -> np.n
     return a
 
 
+def check_not_input(path: PathLike, inputs: Sequence[PathLike]) -> None:
+    """Raise ValueError if ``path`` is one of ``inputs`` (outputs never overwrite inputs)."""
+    for src in inputs:
+        if Path(path).resolve() == Path(src).resolve():
+            raise ValueError(f"refusing to write {path}: it is one of the inputs; "
+                             "choose another output path")
+
+
 def write_image(path: PathLike, rgb: np.ndarray) -> Path:
     """Atomically write ``rgb : uint8[H x W x 3]`` as PNG or JPEG, chosen by the suffix."""
     path = Path(path)
@@ -154,10 +162,7 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
     path = Path(path)
     # 1. Refuse to overwrite the inputs (the audio file counts as one).
     audio_file = None if audio is None or isinstance(audio, tuple) else Path(audio)
-    for src in [*map(Path, inputs), *([audio_file] if audio_file else [])]:
-        if path.resolve() == src.resolve():
-            raise ValueError(f"refusing to write {path}: it is one of the inputs; "
-                             "choose another output path")
+    check_not_input(path, [*inputs, *([audio_file] if audio_file else [])])
     if not (fps > 0 and 0 <= crf <= 51):
         raise ValueError(f"cannot write {path} at fps={fps}, crf={crf}: use fps > 0 and "
                          "crf in 0..51 (lower is better quality)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .drive.frames import Motion
 from .drive.motion import resolve_motion
-from .io import write_video
+from .io import check_not_input, write_video
 from .portrait import Portrait, load_portrait
 from .render.warp import RenderConfig, WarpRenderer
 
@@ -39,14 +39,14 @@ def render_video(portrait_path, motion_spec, out_path, job: RenderJob = RenderJo
     Returns timings in seconds and the frame count.
     """
     t0 = time.perf_counter()
-    # 1. the motion first: a bad motion file fails before any heavy work
+    # 1. cheap checks first: the output must not be an input; the motion must parse
+    inputs = [p for p in (portrait_path, motion_spec) if Path(str(p)).is_file()]
+    check_not_input(out_path, inputs)
     motion = resolve_motion(motion_spec, duration=job.duration, fps=job.fps, seed=job.seed)
     # 2. the portrait: read, track, segment, fit
     portrait = load_portrait(portrait_path, size=job.size, frame=job.frame)
     t1 = time.perf_counter()
     # 3. render and encode, streaming frame by frame
-    inputs = [portrait_path] if isinstance(portrait_path, (str, Path)) else []
-    inputs += [motion_spec] if Path(str(motion_spec)).is_file() else []
     write_video(out_path, render(portrait, motion, job.renderer), fps=motion.fps, inputs=inputs)
     t2 = time.perf_counter()
     return {"frames": len(motion), "duration_s": motion.duration, "prepare_s": t1 - t0,

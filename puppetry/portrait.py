@@ -14,7 +14,7 @@ import numpy as np
 
 from .face.blendshapes import blendshape_basis
 from .face.mesh import HeadFrame, head_frame, interocular
-from .face.tracker import Face, detect_face, segment_person
+from .face.tracker import Face, FaceNotFoundError, detect_face, segment_person
 from .io import load_image
 
 WORK_PX = 1280        # long side at which a large photo is searched for its face
@@ -97,8 +97,8 @@ def load_portrait(source, *, size: int = 512, frame: str = "crop") -> Portrait:
     # 3. track again on the canvas (where frames are rendered and re-tracked)
     try:
         face = detect_face(canvas, name)
-    except ValueError as err:
-        raise ValueError(f"{err} (after resizing to {size} px: try a larger --size)") from None
+    except FaceNotFoundError as err:
+        raise FaceNotFoundError(f"{err} (after resizing to {size} px: try a larger size)") from None
     return prepare(canvas, face, name)
 
 

@@ -120,8 +120,6 @@ def test_tiny_face_gives_advice(tmp_path, astronaut):
     assert "at least 80 px" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="MediaPipe's short-range detector misses faces under "
-                   "~11% of the photo's width, however many pixels they have")
 def test_face_small_in_a_large_photo(astronaut):
     big = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)  # face ~184 px
     photo = np.pad(big, ((512, 512), (512, 512), (0, 0)), mode="edge")        # 2048 px

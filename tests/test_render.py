@@ -189,5 +189,5 @@ def test_full_frame_mode():
 
 
 def test_full_frame_with_too_small_a_face_says_to_enlarge():
-    with pytest.raises(ValueError, match="only 7. px wide.*larger --size"):
+    with pytest.raises(ValueError, match="only 7. px wide.*larger size"):
         load_portrait("astronaut", frame="full", size=400)            # face ~72 px wide

