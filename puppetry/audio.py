@@ -7,7 +7,8 @@
   streamed over the network.
 
 Every channel layout (mono, stereo, 5.1, ...) is downmixed with FFmpeg's matrix, scaled
-so that it cannot clip, and every sample rate is resampled by FFmpeg's libswresample. Video files give their first audio stream.
+so that it cannot clip, and every sample rate is resampled, both by FFmpeg's
+libswresample. Video files give their first audio stream.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .drive.frames import FPS  # video frame rate, frames/s
 SAMPLE_RATE = 16000  # Hz, the rate every feature extractor expects
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples per video frame at 25 fps
 CHUNK_S = 30.0  # s, default length of the chunks that iter_audio yields
+MIN_DECODED = 0.5  # fraction of the header's duration that must decode, else "corrupt"
 PCM16_SCALE = 32768.0  # int16 full scale: float 1.0 <-> 32767, -1.0 <-> -32768
 DOWNMIX = {"rematrix_maxval": "1.0"}  # libswresample: downmix weights sum to <= 1, so stereo
 #   becomes (L + R) / 2 and 5.1 never clips (FFmpeg's own matrix sums to 3.4 for 5.1)
@@ -66,16 +68,19 @@ def iter_audio(path: PathLike, chunk_s: float = CHUNK_S) -> Iterator[np.ndarray]
     """Decode ``path`` to mono 16 kHz, yielding ``float32[n]`` chunks of ``chunk_s`` seconds.
 
     Every chunk but the last holds exactly ``round(chunk_s * SAMPLE_RATE)`` samples, in
-    -1..1. Only one chunk (plus one decoded packet) is in memory at a time. The file is
+    -1..1 (resampling can overshoot a full-scale click a little). Only one chunk (plus one decoded packet) is in memory at a time. The file is
     opened and checked before this returns, so a missing or unreadable file raises
-    :class:`AudioError` here, not at the first ``next()``; a stream that turns out to hold
-    no samples, or that breaks while decoding, raises it during iteration.
+    :class:`AudioError` here, not at the first ``next()``. A stream that breaks while
+    decoding, holds no samples, or decodes to less than ``MIN_DECODED`` of the duration
+    its header states (garbage after a valid header) raises it during iteration.
     """
     if not chunk_s > 0:
         raise AudioError(f"chunk_s={chunk_s}: use a chunk length above 0 seconds")
     chunk = max(1, round(chunk_s * SAMPLE_RATE))  # samples per chunk
     container, stream = _open(path)
     name = Path(path).name
+    header_s = float(stream.duration * stream.time_base) \
+        if stream.duration is not None and stream.time_base is not None else None
 
     def chunks() -> Iterator[np.ndarray]:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE,
@@ -110,6 +115,12 @@ def iter_audio(path: PathLike, chunk_s: float = CHUNK_S) -> Iterator[np.ndarray]
         if n_done + n_pending == 0:
             raise AudioError(f"{name} contains no audio samples (zero length): "
                              f"record or export the audio again")
+        decoded_s = (n_done + n_pending) / SAMPLE_RATE
+        if header_s is not None and decoded_s < MIN_DECODED * header_s:
+            raise AudioError(f"{name} is not a readable audio file (only {decoded_s:.2f} s of "
+                             f"the {header_s:.2f} s its header states could be decoded: it is "
+                             f"truncated or corrupt): export it again; supported are "
+                             f"{SUPPORTED}")
         if n_pending:
             yield np.concatenate(pending).astype(np.float32, copy=False)
 

@@ -117,13 +117,17 @@ def _crop(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     fw, fh = x1 - x0, y1 - y0
     side = CROP_FACE_WIDTHS * max(fw, 0.8 * fh)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - CROP_LIFT * fh
+    h, w = rgb.shape[:2]
+    if side <= min(h, w):          # keep the crop inside the photo: no replicated borders
+        cx = float(np.clip(cx, side / 2, w - side / 2))
+        cy = float(np.clip(cy, side / 2, h - side / 2))
     s = size / side
     m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float64)
     if s < 1:   # shrink without aliasing: resize first, then place
         small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         m = np.array([[1, 0, size / 2 - s * cx], [0, 1, size / 2 - s * cy]], np.float64)
-        return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
 
 
 def _resize_long(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -143,17 +147,17 @@ def _person_alpha(canvas: np.ndarray, lm: np.ndarray) -> np.ndarray:
 
 
 def _background(canvas: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The canvas with the person filled in from the surroundings (Telea inpainting at a
-    coarse scale). Identical to the canvas wherever the person is not solid (alpha < 1),
-    so that a frame with no motion composites back to the canvas exactly."""
+    """The canvas with the person removed: every pixel the person touches (alpha > 0.02)
+    is filled from the surroundings (Telea inpainting at a coarse scale, from pixels a
+    little away from the person so no fringe bleeds in); elsewhere it is the canvas. The renderer unmixes the canvas against this plate
+    (``canvas = alpha * F + (1 - alpha) * background``), so a frame with no motion is
+    the canvas exactly while moved hair leaves no ghost of its old outline."""
     h, w = alpha.shape
-    core = (alpha > 0.5).astype(np.uint8)
-    grow = max(3, round(0.03 * max(h, w)))
-    core = cv2.dilate(core, np.ones((grow, grow), np.uint8))
+    person = cv2.dilate((alpha > 0.02).astype(np.uint8), np.ones((5, 5), np.uint8))
     k = 160 / max(h, w)
     small = cv2.resize(canvas, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
-    small_mask = cv2.resize(core, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
-    filled = cv2.inpaint(small, small_mask, 5, cv2.INPAINT_TELEA)
-    filled = cv2.GaussianBlur(cv2.resize(filled, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 0.01 * max(h, w))
-    solid = np.clip((alpha - 0.9) / 0.09, 0, 1)[..., None]
-    return (canvas * (1 - solid) + filled * solid + 0.5).astype(np.uint8)
+    small_mask = cv2.resize(person, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+    small_mask = cv2.dilate(small_mask, np.ones((3, 3), np.uint8))   # no person fringe in the fill
+    filled = cv2.inpaint(small, small_mask, 7, cv2.INPAINT_TELEA)
+    filled = cv2.GaussianBlur(cv2.resize(filled, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 0.015 * max(h, w))
+    return np.where(alpha[..., None] > 0.02, filled, canvas).astype(np.uint8)

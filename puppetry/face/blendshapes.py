@@ -16,9 +16,10 @@ import numpy as np
 from ..expression.arkit import INDEX, N_EXPRESSIONS
 from . import mesh as M
 
-JAW_OPEN_RAD = 0.34          # jaw rotation at jawOpen = 1 (about 19.5°)
-BLINK_UPPER_SHARE = 0.8      # share of the lid closure done by the upper lid
-GAZE_IOD = 0.16              # iris shift at full eyeLook, in IOD
+JAW_OPEN_RAD = 0.27          # jaw rotation at jawOpen = 1 (about 15.5°)
+BLINK_UPPER_SHARE = 0.85     # share of the lid closure done by the upper lid
+BLINK_LOWER_SHARE = 0.25     # ... and by the lower lid: the lids overlap a little, no slit
+GAZE_IOD = 0.09              # iris shift at full eyeLook, in IOD
 
 
 def _smoothstep(x):
@@ -151,7 +152,7 @@ def blendshape_basis(shape: np.ndarray) -> np.ndarray:
         eye_c = S[upper + lower].mean(0)
         above = _smoothstep((S[:, 1] - eye_c[1]) / 0.06 + 0.5)
         blink_up = _spread(S, up, gap * BLINK_UPPER_SHARE, 0.1, above)
-        blink_lo = _spread(S, lo, -gap * (1 - BLINK_UPPER_SHARE), 0.06, 1 - above)
+        blink_lo = _spread(S, lo, -gap * BLINK_LOWER_SHARE, 0.06, 1 - above)
         blink_up[lo], blink_lo[up] = 0, 0
         put(f"eyeBlink{side}", blink_up + blink_lo)
         height = float(np.abs(gap[:, 1]).mean())

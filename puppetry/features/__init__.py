@@ -55,7 +55,7 @@ class Features(Protocol):
 
 
 def n_feature_frames(n_samples: int, rate: float) -> int:
-    """Feature frames for ``n_samples`` at ``SAMPLE_RATE``: ``ceil(n_samples / SAMPLE_RATE * rate)``."""
+    """Feature frames for ``n_samples`` audio samples: ``ceil(n_samples / SAMPLE_RATE * rate)``."""
     return math.ceil(n_samples * rate / SAMPLE_RATE - 1e-9)
 
 

@@ -58,7 +58,8 @@ class Wav2Vec2Features:
             raise ImportError(f"wav2vec2 features need transformers ({e}): "
                               f"pip install transformers==5.23.0") from None
         # 1. The model, without any head (a ...ForCTC checkpoint loads its encoder only).
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self.model = AutoModel.from_pretrained(path, local_files_only=True,
+                                               dtype=torch.float32).eval()
         config = self.model.config
         n_layers = config.num_hidden_layers
         if layer is not None and not 0 <= layer <= n_layers:
@@ -70,10 +71,11 @@ class Wav2Vec2Features:
         for kernel, stride in zip(config.conv_kernel, config.conv_stride):
             receptive, jump = receptive + (kernel - 1) * jump, jump * stride
         self.receptive = receptive  # 400 samples for the standard layout
-        # 3. Input normalisation as its feature extractor does it (zero mean, unit variance).
+        # 3. Input normalisation as its feature extractor does it (zero mean, unit variance
+        #    per window; Wav2Vec2FeatureExtractor's default when no preprocessor config).
         pre = path / "preprocessor_config.json"
-        self.normalize = bool(json.loads(pre.read_text()).get("do_normalize", True)) \
-            if pre.is_file() else getattr(config, "feat_extract_norm", "group") == "layer"
+        self.normalize = not pre.is_file() or \
+            bool(json.loads(pre.read_text()).get("do_normalize", True))
         self.layer, self.path, self.dim = layer, path, int(config.hidden_size)
         self.name = f"wav2vec2:{path}"
 
@@ -90,13 +92,13 @@ class Wav2Vec2Features:
             return encode_in_windows(self._encode, audio, HOP)
         # A non-standard stride: encode at its own rate, then resample linearly to 50 Hz.
         native = encode_in_windows(self._encode, audio, self.stride)
-        x = np.arange(t) * HOP / self.stride  # 50 Hz frame times in native frames
-        idx = np.clip(np.arange(len(native)), 0, None)
-        return np.stack([np.interp(x, idx, native[:, d]) for d in range(self.dim)], 1) \
-            .astype(np.float32)
+        x = np.minimum(np.arange(t) * HOP / self.stride, len(native) - 1)  # native frames
+        lo = np.floor(x).astype(np.int64)
+        hi, w = np.minimum(lo + 1, len(native) - 1), (x - lo)[:, None].astype(np.float32)
+        return (1 - w) * native[lo] + w * native[hi]
 
     def _encode(self, audio: np.ndarray) -> np.ndarray:
-        """float32[n] -> float32[>= ceil(n / stride) x hidden], frame k centred on sample k*stride."""
+        """float32[n] -> float32[ceil(n / stride) x hidden], frame k centred on sample k*stride."""
         t = -(-len(audio) // self.stride)
         if self.normalize:
             audio = (audio - audio.mean()) / math.sqrt(audio.var() + 1e-7)

@@ -41,12 +41,14 @@ class MouthPalette:
 
 
 def draw_mouth(across: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor, iod_px: float,
-               palette: MouthPalette, tongue_out: float = 0.0) -> torch.Tensor:
+               palette: MouthPalette, tongue_out: float = 0.0, shown: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Interior colours for N pixels of the mouth hole.
 
     across : float[N], 0 at the middle of the mouth .. 1 at the corners
     d_up, d_lo : float[N], pixels below the upper lip and above the lower lip
     iod_px : pixels per inter-ocular distance; tongue_out : 0..1
+    shown  : float[N] or float, pixels below the upper lip already covered by the
+             portrait's own teeth (drawn upper teeth start below that, never twice)
     returns float[N x 3], 0..1
     """
     height = d_up + d_lo + 1e-3
@@ -61,11 +63,14 @@ def draw_mouth(across: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor, iod
     # teeth: upper incisors under the upper lip, lower ones above the lower lip, soft gaps
     lateral = (1 - across / 0.8).clamp(0, 1)                  # none past the canines
     slot = across / TOOTH_U
-    gap = 1 - 0.18 * torch.exp(-((slot - slot.round()) / 0.08) ** 2)
+    gap = 1 - 0.08 * torch.exp(-((slot - slot.round()) / 0.12) ** 2)
     shade = (0.6 + 0.4 * lateral) * gap
     teeth = palette.teeth[None] * shade[:, None] * (1 - 0.3 * torch.exp(-d_up / (0.02 * iod_px + 1)))[:, None]
     reach = (lateral * 4).clamp(0, 1)
+    edge = 1 - 0.25 * (d_up / (UPPER_TEETH_IOD * iod_px)).clamp(0, 1)  # lit at the biting edge
+    teeth = teeth * edge[:, None]
     upper = ((UPPER_TEETH_IOD * iod_px - d_up) / 1.5).clamp(0, 1) * reach
+    upper = upper * (torch.as_tensor(shown) < 1.0).float()
     lower_h = LOWER_TEETH_IOD * iod_px * (height / (0.3 * iod_px)).clamp(max=1)
     lower = ((lower_h - d_lo) / 1.5).clamp(0, 1) * (1 - across / 0.55).clamp(0, 1).mul(3).clamp(max=1)
     rgb = torch.lerp(rgb, teeth * 0.7, lower[:, None])

@@ -31,6 +31,7 @@ MOUTH_LOOP = M.closed_loop(M.LIP_INNER_UPPER, M.LIP_INNER_LOWER)   # 20 vertices
 EYE_LOOPS = (M.closed_loop(M.EYE_RIGHT_UPPER, M.EYE_RIGHT_LOWER),  # 16 each
              M.closed_loop(M.EYE_LEFT_UPPER, M.EYE_LEFT_LOWER))
 N_MESH = 468
+SILHOUETTE_MARGIN = 0.0   # skull points turned in from behind the silhouette are put back on it
 MOUTH_C, EYE_R_C, EYE_L_C = N_MESH, N_MESH + 1, N_MESH + 2        # fan centre vertices
 
 
@@ -39,12 +40,12 @@ class RenderConfig:
     """Inference knobs of the warp renderer (override with ``dataclasses.replace``)."""
 
     raster_scale: float = 0.25       # flow is rasterised at this fraction of the canvas
-    pivot: tuple[float, float, float] = (0.0, -1.0, -1.5)  # rotation centre, head frame (IOD)
+    pivot: tuple[float, float, float] = (0.0, -0.5, -1.4)  # rotation centre, head frame (IOD)
     head_centre: tuple[float, float, float] = (0.0, -0.15, -1.4)  # skull proxy, head frame (IOD)
-    head_axes: tuple[float, float, float] = (1.3, 1.8, 1.6)       # its semi-axes (IOD)
+    head_axes: tuple[float, float, float] = (1.5, 1.9, 1.6)       # its semi-axes (IOD), ears and hair included
     hair_reach: float = 1.0          # flow reach above the chin, face widths
-    neck_reach: float = 0.3          # flow reach below the chin, face widths
-    seam_reach: float = 0.25         # mesh-to-skull blend beyond the face, face widths
+    neck_reach: float = 0.6          # flow reach below the chin, face widths (the neck twists)
+    seam_reach: float = 0.3          # mesh-to-skull blend beyond the face, face widths
     mouth_ramp_iod: float = 0.06     # extra opening over which the drawn interior fades in
     fine_iod: float = 0.5            # full-resolution flow within this distance of eyes and mouth (IOD)
     threads: int = 2                 # torch intra-op threads
@@ -90,14 +91,20 @@ class WarpRenderer:
         self.shape = torch.from_numpy(p.shape)
         self.basis = torch.from_numpy(p.basis).reshape(len(p.basis), -1)
         # 3. images as tensors: portrait (rgb + alpha) and the background plate
-        self.source = torch.from_numpy(np.concatenate(
-            [p.image / 255.0, p.alpha[..., None]], -1).astype(np.float32)).permute(2, 0, 1)[None]
-        self.background = torch.from_numpy(p.background / np.float32(255)).permute(2, 0, 1)
+        # the canvas unmixed against the background plate: premultiplied person + alpha
+        rgb, bg = p.image / np.float32(255), p.background / np.float32(255)
+        premul = rgb - (1 - p.alpha[..., None]) * bg
+        self.source = torch.from_numpy(np.concatenate([premul, p.alpha[..., None]], -1)
+                                       .astype(np.float32)).permute(2, 0, 1)[None]
+        self.image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+        self.background = torch.from_numpy(bg).permute(2, 0, 1)
         self.reach = torch.from_numpy(self._reach(config.hair_reach, config.neck_reach))[None]
         self.seam = torch.from_numpy(self._reach(config.seam_reach, config.seam_reach))[None]
         fr = p.frame
         self.skull_axes = fr.scale * fr.rotation @ np.diag(config.head_axes)   # (3, 3) pixels
         self.skull_centre = fr.to_image(np.array([config.head_centre]))[0]
+        view = np.linalg.inv(self.skull_axes) @ np.array([0.0, 0.0, -1.0])   # toward the camera
+        self.view = torch.from_numpy((view / np.linalg.norm(view)).astype(np.float32))
         ys, xs_ = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
         self.base = torch.stack([xs_, ys], -1)                         # (H, W, 2) pixels
         rh, rw = self.raster_size
@@ -156,8 +163,10 @@ class WarpRenderer:
 
         Each raster pixel is cast (orthographically) onto the front of the posed ellipsoid,
         taken back to the rest pose and projected: hair and the head's outline turn with
-        the head instead of sliding with the face. Outside the silhouette the ray's
-        nearest approach is used, which continues the flow smoothly.
+        the head instead of sliding with the face. What turns into view from behind the
+        photo's silhouette is taken from the silhouette itself (stretched hair), never from
+        the background beyond it. Outside the posed silhouette the flow is continued
+        smoothly from inside (pull-push).
         """
         rot, k, shift = self._pose(frame)
         axes = k * rot @ self.skull_axes                                    # posed (3, 3)
@@ -167,11 +176,15 @@ class WarpRenderer:
         a = torch.einsum("ij,jhw->ihw", inv[:, :2], q) - (inv[:, 2] * float(centre[2]))[:, None, None]
         b = inv[:, 2][:, None, None]                                          # (3, 1, 1)
         bb, ab = (b * b).sum(0), (a * b).sum(0)
-        disc = (ab ** 2 - bb * ((a * a).sum(0) - 1)).clamp_min(0)
-        t = (-ab - disc.sqrt()) / bb                                          # front surface
-        local = a + b * t                                                     # (3, h, w) unit sphere
+        disc = ab ** 2 - bb * ((a * a).sum(0) - 1)
+        t = (-ab - disc.clamp_min(0).sqrt()) / bb                             # front surface
+        local = a + b * t               # (3, h, w) on the unit sphere: the same point at rest
+        toward = (local * self.view[:, None, None]).sum(0)                   # > 0: seen in the photo
+        local = local + self.view[:, None, None] * (SILHOUETTE_MARGIN - toward).clamp_min(0)
         src = torch.einsum("ij,jhw->ihw", torch.from_numpy(self.skull_axes[:2].astype(np.float32)), local)
-        return src + torch.from_numpy(self.skull_centre[:2].astype(np.float32))[:, None, None] - self.raster_base
+        flow = src + torch.from_numpy(self.skull_centre[:2].astype(np.float32))[:, None, None] - self.raster_base
+        inside = (disc > 0).float()[None]
+        return pull_push(flow * inside, inside)
 
     @torch.no_grad()
     def render_frame(self, frame: DrivingFrame) -> np.ndarray:
@@ -184,7 +197,7 @@ class WarpRenderer:
     @torch.no_grad()
     def render_tensor(self, frame: DrivingFrame) -> torch.Tensor:
         """One driving frame -> float32[3 x H x W], 0..1."""
-        out = self.source[0, :3].clone()
+        out = self.image[0].clone()
         (y0, y1, x0, x1), patch = self._render_region(frame)
         out[:, y0:y1, x0:x1] = patch
         return out
@@ -235,8 +248,7 @@ class WarpRenderer:
         grid = pos * self.to_grid - 1
         warped = F.grid_sample(self.source, grid[None], mode="bilinear", padding_mode="border",
                                align_corners=False)[0]
-        alpha = warped[3:4]
-        out = torch.lerp(self.background[:, y0:y1, x0:x1], warped[:3], alpha)
+        out = warped[:3] + (1 - warped[3:4]) * self.background[:, y0:y1, x0:x1]
         # 6. the mouth interior where the lips part further than in the portrait
         opening = self._opening(pts)
         fade = (opening - self.rest_open) / (cfg.mouth_ramp_iod * p.frame.scale)
@@ -285,7 +297,7 @@ class WarpRenderer:
         w_up = ((0.6 * rest - d_up / k) / 1.5).clamp(0, 1)[:, None]
         w_lo = (((0.4 * rest - d_lo / k) / 1.5).clamp(0, 1) * (1 - across / 0.7).clamp(0, 1))[:, None]
         drawn = draw_mouth(across, d_up, d_lo, p.frame.scale, self.palette,
-                           float(frame.expression[INDEX["tongueOut"]]))
+                           float(frame.expression[INDEX["tongueOut"]]), shown=0.6 * rest * k)
         interior = torch.lerp(torch.lerp(drawn, real[len(y):], w_lo), real[:len(y)], w_up)
         # composite, antialiased at the lip edge by a 3x3 box over the coverage
         mask = frags.mask().float()
@@ -297,7 +309,7 @@ class WarpRenderer:
     def _sample(self, pts: torch.Tensor) -> torch.Tensor:
         """Portrait colours at canvas points float[N x 2] (pixels) -> float[N x 3]."""
         grid = (pts * self.to_grid - 1)[None, None]
-        return F.grid_sample(self.source[:, :3], grid, mode="bilinear", padding_mode="border",
+        return F.grid_sample(self.image, grid, mode="bilinear", padding_mode="border",
                              align_corners=False)[0, :, 0].T
 
     def render(self, motion: Motion) -> Iterator[np.ndarray]:
