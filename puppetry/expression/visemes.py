@@ -83,7 +83,7 @@ ESPEAK_IPA: dict[str, str] = {
     "ɹ": "r", "r": "r", "ɾ": "d", "ʔ": "t", "w": "w", "ʍ": "w", "j": "y", "ʲ": "y",
     "x": "hh", "ç": "hh", "n̩": "n", "l̩": "l", "m̩": "m",
     # pauses: espeak's events name a pause with an empty string
-    "": "sil", "_": "sp", "_:": "sil",
+    "": "sil",
 }
 
 # Festival (US voices with the radio/CMU phone set) and flite (cmu_us voices) phones.
@@ -136,30 +136,30 @@ def convert(engine: str, phones: list[tuple[str, float, float]]) -> list[tuple[s
     return out
 
 
-def merge_ipa(symbols: list[str]) -> list[tuple[str, list[int]]]:
-    """Piper's IPA code points -> whole espeak phonemes, each with the indices it joins.
+def merge_ipa(symbols: list[str], pad: str = "_") -> list[tuple[str, list[int]]]:
+    """IPA code points (Piper's phoneme tokens) -> whole espeak phonemes with their indices.
 
-    ``["p", "ˈ", "a", "ɪ", "ː"]`` -> ``[("p", [0]), ("aɪ", [1, 2, 3, 4])]``: stress marks
-    join the phone after them, length marks and combining diacritics the phone before,
-    and two code points that form one espeak phoneme (a diphthong, an affricate) join.
-    Other symbols (space, punctuation) come back alone with their own index.
+    Two code points that form one espeak phoneme (a diphthong, an affricate, a vowel and
+    its length mark or diacritic) join, also across ``pad`` tokens between them (Piper puts
+    a blank between all tokens). Pads, stress marks, spaces and punctuation come back as
+    entries of their own, and a stress mark keeps the phones around it apart:
+
+    >>> merge_ipa(["p", "_", "ˈ", "_", "a", "_", "ɪ", "_", "ː"])
+    [('p', [0]), ('_', [1]), ('ˈ', [2]), ('_', [3]), ('aɪː', [4, 5, 6, 7, 8])]
     """
     out: list[tuple[str, list[int]]] = []
-    pending: list[int] = []   # stress marks waiting for their phone
+    last = -1   # index in out of the last phone
     for i, s in enumerate(symbols):
-        if s in _IPA_MARKS:
-            pending.append(i)
-            continue
-        joins_previous = out and out[-1][0] in ESPEAK_IPA and (
-            s in _IPA_JOINERS or unicodedata.combining(s[0])
-            or (out[-1][0] + s in ESPEAK_IPA and not pending))
-        if joins_previous:
-            out[-1] = (out[-1][0] + s, out[-1][1] + [i])
-        else:
-            out.append((s, pending + [i]))
-            pending = []
-    if pending:
-        out.append(("", pending))
+        if s != pad and s not in _IPA_MARKS and last >= 0:
+            prev = out[last][0]
+            only_pads = all(g[0] == pad for g in out[last + 1:])
+            if prev and prev in ESPEAK_IPA and only_pads and (
+                    s in _IPA_JOINERS or unicodedata.combining(s[0]) or prev + s in ESPEAK_IPA):
+                out[last:] = [(prev + s, [k for g in out[last:] for k in g[1]] + [i])]
+                continue
+        out.append((s, [i]))
+        if s != pad and s not in _IPA_MARKS:
+            last = len(out) - 1
     return out
 
 
