@@ -61,7 +61,7 @@ from scipy.signal import fftconvolve, lfilter, resample_poly
 
 from puppetry.expression.arkit import N_EXPRESSIONS
 from puppetry.expression.visemes import (
-    ESPEAK_IPA, PHONEMES, convert, merge_ipa, viseme_curves)
+    ESPEAK_IPA, PHONEMES, convert, merge_ipa, to_arpabet, viseme_curves)
 
 SAMPLE_RATE = 16000                        # Hz, corpus audio
 FRAME_RATE = 100                           # Hz, targets
@@ -202,7 +202,7 @@ TEMPLATES = [
     "{name} and {name} {verb} a {adj} {noun} in {place}.",
     "I think the {noun} was {prep} the {adj} {noun}.",
     "Where is the {adj} {noun} that {name} {verb}?",
-    "We {verb} {number} {noun}s {time}.",
+    "We {verb} {number} {nouns} {time}.",
     "{name} lives {number} miles from {place}.",
     "Is it true that {name} {verb} the {noun}?",
     "Never {verb_base} a {adj} {noun} {prep} a {noun}.",
@@ -210,8 +210,16 @@ TEMPLATES = [
     "{name}, can you {verb_base} my {noun}, please?",
     "Call {name} at {digits}.",
     "It cost {number} dollars and {small} cents.",
-    "Only {small} of the {number} {noun}s were {adj}.",
+    "Only {small} of the {number} {nouns} were {adj}.",
 ]
+
+
+def plural(noun: str) -> str:
+    if noun in ("fish", "treasure", "vision"):
+        return noun
+    if noun.endswith(("s", "sh", "ch", "x")):
+        return noun + "es"
+    return noun[:-1] + "ies" if noun.endswith("y") and noun[-2] not in "aeiou" else noun + "s"
 
 
 def make_text(rng: np.random.Generator) -> str:
@@ -228,6 +236,7 @@ def make_text(rng: np.random.Generator) -> str:
         fill = {k: lambda v=v: str(rng.choice(v)).replace("_", " ") for k, v in WORDS.items()}
         fill["number"] = lambda: str(int(rng.choice([rng.integers(2, 20), rng.integers(20, 1000),
                                                      rng.integers(1000, 100000)])))
+        fill["nouns"] = lambda: plural(str(rng.choice(WORDS["noun"])))
         fill["small"] = lambda: str(rng.integers(2, 99))
         fill["clock"] = lambda: f"{rng.integers(1, 13)}:{rng.choice(['00', '15', '30', '45'])}"
         fill["digits"] = lambda: " ".join(str(d) for d in rng.integers(0, 10, 7))
@@ -392,6 +401,11 @@ class Espeak:
 
     def __init__(self):
         self.lib = ctypes.CDLL("libespeak-ng.so.1")
+        c_uint, c_int = ctypes.c_uint, ctypes.c_int
+        self.lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, c_uint, c_int, c_uint,
+                                          c_uint, ctypes.POINTER(c_uint), ctypes.c_void_p]
+        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self.lib.espeak_SetParameter.argtypes = [c_int, c_int, c_int]
         # AUDIO_OUTPUT_SYNCHRONOUS, phoneme events in IPA
         self.rate = self.lib.espeak_Initialize(2, 0, None, 0x1 | 0x2)
         if self.rate <= 0:
@@ -436,11 +450,9 @@ def synth_espeak(engine: Espeak, voice: Voice, text: str) -> tuple[Speech, list]
             continue
         names.append(sym)
         starts.append(sample / engine.rate)
-        arpa = [p for p in convert("espeak", [(sym, 0.0, 1.0)])]
-        if arpa[0][0] not in ("sil", "sp"):
-            if not words:
-                words.append([])
-            words[-1] += [p for p, _, _ in arpa]
+        arpa = to_arpabet("espeak", sym)
+        if arpa != ("sil",):
+            words[-1:] = [(words[-1] if words else []) + list(arpa)]
     ends = [*starts[1:], len(audio) / engine.rate]
     phones = convert("espeak", [(n, s, e) for n, s, e in zip(names, starts, ends) if e > s])
     if phones and phones[0][1] > 0:
@@ -707,9 +719,14 @@ def augment(audio: np.ndarray, phones: list[tuple[str, float, float]],
     """A random chain of degradations. Tempo changes warp the phone times to match.
 
     audio : float32[N] 16 kHz -> (float32[M], phones, recipe such as "tempo1.12+pink18dB")
+    At least one of tempo/pitch, reverb, noise and codec happens; then a gain, which clips
+    when it pushes the peak past full scale.
     """
     steps = []
-    if rng.random() < 0.4:   # tempo, or pitch (tempo-preserving), or both as a speed change
+    do = rng.random(4) < [0.4, 0.35, 0.6, 0.35]
+    if not do.any():
+        do[rng.integers(4)] = True
+    if do[0]:   # tempo, or pitch (tempo-preserving), or both as a speed change
         kind = rng.choice(["tempo", "pitch"])
         if kind == "tempo":
             factor = float(rng.uniform(0.8, 1.25))
@@ -723,13 +740,13 @@ def augment(audio: np.ndarray, phones: list[tuple[str, float, float]],
                                      f"atempo={1 / f:.4f}")
             audio = _realign(audio, shifted)
             steps.append(f"pitch{semitones:+.1f}st")
-    if rng.random() < 0.35:
+    if do[1]:
         audio, name = _reverb(audio, rng)
         steps.append(name)
-    if rng.random() < 0.6:
+    if do[2]:
         audio, name = _noise(audio, rng)
         steps.append(name)
-    if rng.random() < 0.35:
+    if do[3]:
         codec = str(rng.choice(["mp3", "opus", "phone"]))
         if codec == "mp3":
             kbps = int(rng.choice([32, 48, 64, 96]))
@@ -742,9 +759,9 @@ def augment(audio: np.ndarray, phones: list[tuple[str, float, float]],
             audio = _filter(audio, "highpass=f=300,lowpass=f=3400")
             audio = _codec(audio, "pcm_mulaw", 0, 8000, "wav")
         steps.append(f"{codec}{kbps}k")
-    gain_db = float(rng.uniform(-20, 8))
+    gain_db = float(rng.uniform(-20, 12))
     audio = audio / max(np.abs(audio).max(), 1e-6) * 0.7 * 10 ** (gain_db / 20)
-    if gain_db > 0:
+    if gain_db > 3.1:   # past full scale
         audio = np.clip(audio, -1, 1)
         steps.append(f"gain{gain_db:+.0f}dB-clip")
     else:
@@ -928,10 +945,10 @@ def corpus_stats(out: Path) -> dict:
             counts["variants"] += int((~clean).sum())
             counts["clean_minutes"] += float(dur[clean].sum() / 60)
             counts["total_minutes"] += float(dur.sum() / 60)
-            voices.update(z["voice"][clean].tolist())
+            voices.update(v.split("@")[0] for v in z["voice"][clean].tolist())
             for e, d in zip(z["engine"][clean], dur[clean]):
                 engines[str(e)] = engines.get(str(e), 0.0) + float(d / 60)
-    counts["voices"] = len(voices)
+    counts["voices"] = len(voices)   # engine:voice(+variant), rates and pitches apart
     counts["minutes_by_engine"] = {e: round(m, 2) for e, m in sorted(engines.items())}
     counts["clean_minutes"] = round(counts["clean_minutes"], 2)
     counts["total_minutes"] = round(counts["total_minutes"], 2)
@@ -978,8 +995,8 @@ def main(argv: list[str] | None = None):
         try:
             synth = synth or Synthesizer(engines)
             t0 = time.time()
-            info = make_shard(path, index, args.seed, engines, synth, args.shard_minutes,
-                              args.augment)
+            minutes = min(args.shard_minutes, args.minutes - index * args.shard_minutes)
+            info = make_shard(path, index, args.seed, engines, synth, minutes, args.augment)
             took = time.time() - t0
             print(f"{path.name}: {info['clean']} utterances + {info['variants']} variants, "
                   f"{info['clean_seconds'] / 60:.1f} min clean in {took:.0f} s "

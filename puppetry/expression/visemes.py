@@ -249,7 +249,8 @@ _SEAL = N_EXPRESSIONS
 
 # The ARKit weights of each target; mouthClose shown for the target's own jaw.
 VISEME_TARGETS: dict[str, dict[str, float]] = {
-    p: {name: float(t[INDEX[name]] if name != "mouthClose" else t[_SEAL] * t[INDEX["jawOpen"]])
+    p: {name: round(float(t[INDEX[name]] if name != "mouthClose"
+                          else t[_SEAL] * t[INDEX["jawOpen"]]), 4)
         for name in SPEECH_SHAPES}
     for p, t in _TARGETS.items()
 }
@@ -267,7 +268,7 @@ _GROUP_INDEX = np.array([GROUPS.index(_GROUP_OF.get(n, "shape")) for n in ARKIT_
 
 # phoneme class: (alpha per group (jaw, closure, shape, tongue), theta in 1/s)
 _DOMINANCE_CLASSES = {
-    "vowel":        ((1.0, 1.0, 1.0, 1.0), 12.0),
+    "vowel":        ((1.0, 1.0, 1.0, 1.0), 15.0),
     "bilabial":     ((3.0, 14.0, 0.5, 1.0), 60.0),
     "labiodental":  ((2.0, 10.0, 0.5, 1.0), 55.0),
     "dental":       ((1.5, 0.3, 0.5, 8.0), 45.0),

@@ -31,6 +31,7 @@ MOUTH_LOOP = M.closed_loop(M.LIP_INNER_UPPER, M.LIP_INNER_LOWER)   # 20 vertices
 EYE_LOOPS = (M.closed_loop(M.EYE_RIGHT_UPPER, M.EYE_RIGHT_LOWER),  # 16 each
              M.closed_loop(M.EYE_LEFT_UPPER, M.EYE_LEFT_LOWER))
 N_MESH = 468
+LASH_OPACITY = 0.8       # of the lash line drawn along a closed lid
 SILHOUETTE_MARGIN = 0.0   # skull points turned in from behind the silhouette are put back on it
 MOUTH_C, EYE_R_C, EYE_L_C = N_MESH, N_MESH + 1, N_MESH + 2        # fan centre vertices
 
@@ -114,6 +115,10 @@ class WarpRenderer:
         self.canvas = p.image
         self.to_grid = torch.tensor([2.0 / w, 2.0 / h])
         self.palette = MouthPalette.from_portrait(p.image, p.landmarks)
+        lid = p.image[p.landmarks[M.EYE_RIGHT_UPPER + M.EYE_LEFT_UPPER, 1].astype(int).clip(0, h - 1),
+                      p.landmarks[M.EYE_RIGHT_UPPER + M.EYE_LEFT_UPPER, 0].astype(int).clip(0, w - 1)]
+        darkest = lid[np.argsort(lid.sum(1))[:4]].mean(0) / 255.0        # the lash line's colour
+        self.lash = torch.from_numpy((darkest * 0.8).astype(np.float32))
         # mouth: column index of each fan vertex along the lips, the source lips per column
         col = np.zeros(N_MESH + 3, np.float32)
         col[M.LIP_INNER_UPPER] = col[M.LIP_INNER_LOWER] = np.arange(len(M.LIP_INNER_UPPER))
@@ -249,12 +254,27 @@ class WarpRenderer:
         warped = F.grid_sample(self.source, grid[None], mode="bilinear", padding_mode="border",
                                align_corners=False)[0]
         out = warped[:3] + (1 - warped[3:4]) * self.background[:, y0:y1, x0:x1]
-        # 6. the mouth interior where the lips part further than in the portrait
+        # 6. a closing eye shows its lash line along the lid
+        self._draw_lashes(out, (y0, x0), pts, frame)
+        # 7. the mouth interior where the lips part further than in the portrait
         opening = self._opening(pts)
         fade = (opening - self.rest_open) / (cfg.mouth_ramp_iod * p.frame.scale)
         if fade > 0:
             self._draw_mouth(out, (y0, x0), verts, min(1.0, fade), frame)
         return (y0, y1, x0, x1), out
+
+    def _draw_lashes(self, out, origin, pts, frame):
+        """Darken a thin curve along each closing upper lid (in place on ``out``)."""
+        for name, upper in (("eyeBlinkRight", M.EYE_RIGHT_UPPER), ("eyeBlinkLeft", M.EYE_LEFT_UPPER)):
+            amount = float(np.clip((frame.expression[INDEX[name]] - 0.5) / 0.4, 0, 1))
+            if amount == 0:
+                continue
+            curve = pts[upper, :2] - np.float32([origin[1], origin[0]])
+            mask = np.zeros(out.shape[1:], np.float32)
+            width = max(1, round(0.022 * self.portrait.frame.scale))
+            cv2.polylines(mask, [np.round(curve * 4).astype(np.int32)], False, 1.0, width, cv2.LINE_AA, shift=2)
+            a = torch.from_numpy(mask)[None] * (LASH_OPACITY * amount)
+            out.mul_(1 - a).add_(self.lash[:, None, None] * a)
 
     def _draw_mouth(self, out, origin, verts, fade, frame):
         """Paint the mouth interior in place on ``out`` float[3 x h x w] (whose top-left
