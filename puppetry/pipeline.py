@@ -1,9 +1,15 @@
 """End-to-end jobs, as short numbered steps over library calls."""
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from .drive.frames import Motion
 from .drive.motion import resolve_motion
@@ -24,13 +30,36 @@ class RenderJob:
     renderer: RenderConfig = field(default_factory=RenderConfig)
 
 
-def render(portrait: Portrait, motion: Motion, config: RenderConfig = RenderConfig()):
-    """Frames of ``portrait`` driven by ``motion``: an iterator of uint8[H x W x 3].
+def render(portrait: Portrait, motion: Motion, config: RenderConfig = RenderConfig(),
+           workers: int | None = None) -> Iterator[np.ndarray]:
+    """Frames of ``portrait`` driven by ``motion``: an iterator of uint8[H x W x 3], in order.
+
+    Frames are independent, so long motions are rendered by ``workers`` forked processes
+    (default: one per CPU core, at most 2), each with one torch thread.
 
     >>> p = puppetry.load_portrait("me.jpg")
     >>> frames = list(puppetry.render(p, puppetry.preset("nod")))
     """
-    return WarpRenderer(portrait, config).render(motion)
+    renderer = WarpRenderer(portrait, config)
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    if workers < 2 or len(motion) < PARALLEL_MIN_FRAMES or "fork" not in mp.get_all_start_methods():
+        yield from renderer.render(motion)
+        return
+    global _JOB
+    _JOB = (renderer, motion)             # inherited by the forked workers, never pickled
+    with mp.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        yield from pool.imap(_render_one, range(len(motion)), chunksize=PARALLEL_CHUNK)
+    _JOB = None
+
+
+PARALLEL_MIN_FRAMES = 50   # shorter motions render in this process
+PARALLEL_CHUNK = 5         # frames a worker renders per task
+_JOB = None
+
+
+def _render_one(i: int) -> np.ndarray:
+    renderer, motion = _JOB
+    return renderer.render_frame(motion[i])
 
 
 def render_video(portrait_path, motion_spec, out_path, job: RenderJob = RenderJob()) -> dict:

@@ -30,7 +30,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy.interpolate import CubicHermiteSpline, PchipInterpolator
 
 from ..expression.arkit import ARKIT_NAMES, INDEX, N_EXPRESSIONS, check_name
 from . import idle
@@ -199,6 +198,8 @@ def _interpolate(times: np.ndarray, values: np.ndarray, n_frames: int, fps: floa
     t = np.clip(np.arange(n_frames) / fps, times[0], times[-1])
     if len(times) == 1:
         return np.repeat(values, n_frames, axis=0)
+    from scipy.interpolate import CubicHermiteSpline, PchipInterpolator  # slow to import
+
     slopes = PchipInterpolator(times, values, axis=0).derivative()(times)  # (K, C)
     slopes[[0, -1]] = 0.0
     return CubicHermiteSpline(times, values, slopes, axis=0)(t)

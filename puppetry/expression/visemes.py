@@ -122,8 +122,9 @@ def to_arpabet(engine: str, phone: str) -> tuple[str, ...]:
         for key in (unicodedata.normalize("NFC", bare), bare.rstrip("ː")):
             if key in table:
                 return tuple(table[key].split())
+    table_name = {"espeak": "ESPEAK_IPA", "sphinx": "SPHINX_PHONES"}.get(engine, "FESTIVAL_PHONES")
     raise ValueError(f"{engine} phone {phone!r} has no ARPAbet mapping: add it to "
-                     f"puppetry.expression.visemes.{'ESPEAK_IPA' if engine == 'espeak' else 'FESTIVAL_PHONES'}")
+                     f"puppetry.expression.visemes.{table_name}")
 
 
 def convert(engine: str, phones: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
@@ -304,7 +305,8 @@ def _pieces(phones: list[tuple[str, float, float]]):
             raise ValueError(f"unknown phoneme {phone!r}: use ARPAbet ({', '.join(PHONEMES)}); "
                              "map engine phones with to_arpabet()")
         if not end >= start:
-            raise ValueError(f"phoneme {phone!r} ends ({end:.3f} s) before it starts ({start:.3f} s)")
+            raise ValueError(f"phoneme {phone!r} ends ({end:.3f} s) before it starts "
+                             f"({start:.3f} s)")
         alpha, th = DOMINANCE[phone]
         n = max(1, int(np.ceil((end - start) / MAX_PIECE_S - 1e-9)))
         glide = DIPHTHONG_GLIDES.get(phone)

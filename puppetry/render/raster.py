@@ -1,10 +1,9 @@
 """A small triangle rasteriser in torch (pytorch3d has no installable build here).
 
 Screen-space, orthographic: vertices are pixel coordinates (x, y) plus a depth z (smaller
-is nearer). Every triangle's bounding box is enumerated as candidate pixels, tested with
-edge functions, and resolved with a z-buffer by one ``scatter_reduce(amin)`` over packed
-(depth, triangle) keys. Triangles are bucketed by box size so small ones are not padded
-to the largest box.
+is nearer). Every pixel of every triangle's bounding box is enumerated (one flat list,
+no padding), tested with edge functions, and resolved with a z-buffer by one
+``scatter_reduce(amin)`` over packed (depth, triangle) keys.
 """
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import torch
 
 _DEPTH_BITS = 40   # quantised depth in the high bits of the key, triangle id in the low
 _ID_BITS = 16
-_N_BUCKETS = 4
 
 
 @dataclass
@@ -51,16 +49,34 @@ class Fragments:
         return m.view(h, w)
 
 
-def _edge_bary(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
-    """Barycentrics of points (px, py) float[F x P] in triangles tri float[F x 3 x 2]."""
-    x0, y0 = tri[:, 0, 0:1], tri[:, 0, 1:2]
-    x1, y1 = tri[:, 1, 0:1], tri[:, 1, 1:2]
-    x2, y2 = tri[:, 2, 0:1], tri[:, 2, 1:2]
+def _planes(tri: torch.Tensor) -> torch.Tensor:
+    """Per-triangle affine coefficients: w0, w1 and z as ``a * x + b * y + c``.
+
+    tri : float[F x 3 x 3] (x, y, z per corner)  ->  float[F x 3 x 3], rows (w0, w1, z),
+    columns (a, b, c). Degenerate triangles get w0 = -1 everywhere (never inside).
+    """
+    x0, y0, z0 = tri[:, 0].unbind(-1)
+    x1, y1, z1 = tri[:, 1].unbind(-1)
+    x2, y2, z2 = tri[:, 2].unbind(-1)
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    safe = torch.where(area.abs() < 1e-9, torch.full_like(area, 1e-9), area)
-    w0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / safe
-    w1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / safe
-    return torch.stack([w0, w1, 1 - w0 - w1], -1), area.abs() >= 1e-9
+    ok = area.abs() >= 1e-9
+    inv = torch.where(ok, 1 / torch.where(ok, area, torch.ones_like(area)), torch.zeros_like(area))
+    w0 = torch.stack([(y1 - y2) * inv, (x2 - x1) * inv, (x1 * y2 - x2 * y1) * inv], -1)
+    w1 = torch.stack([(y2 - y0) * inv, (x0 - x2) * inv, (x2 * y0 - x0 * y2) * inv], -1)
+    w0[~ok, 2] = -1.0
+    z = (z0 - z2)[:, None] * w0 + (z1 - z2)[:, None] * w1
+    z[:, 2] += z2
+    return torch.stack([w0, w1, z], 1)
+
+
+def _eval(planes: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Evaluate planes float[P x 3 x 3] at points float[P] -> float[P x 3] (w0, w1, z)."""
+    return planes[..., 0] * px[:, None] + planes[..., 1] * py[:, None] + planes[..., 2]
+
+
+def _nothing(size) -> Fragments:
+    empty = torch.zeros(0, dtype=torch.long)
+    return Fragments(empty, empty, torch.zeros(0, 3), size)
 
 
 def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> Fragments:
@@ -77,31 +93,37 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -
     hi = torch.stack([hi[:, 0].clamp(max=w - 1), hi[:, 1].clamp(max=h - 1)], 1)
     ext = (hi - lo + 1).clamp_min(0).long()                      # (F, 2) box width, height
     visible = (ext > 0).all(1).nonzero().squeeze(1)
+    if len(visible) == 0:
+        return _nothing(size)
     zmin, zmax = verts[:, 2].min(), verts[:, 2].max()
-    keys, pixels = [], []
-    order = visible[torch.argsort((ext[visible, 0] * ext[visible, 1]))]
-    for chunk in torch.tensor_split(order, _N_BUCKETS):
-        if len(chunk) == 0:
-            continue
-        bw, bh = int(ext[chunk, 0].max()), int(ext[chunk, 1].max())
-        oy, ox = torch.meshgrid(torch.arange(bh), torch.arange(bw), indexing="ij")
-        px = lo[chunk, 0:1] + ox.reshape(1, -1)                  # (f, bh*bw)
-        py = lo[chunk, 1:2] + oy.reshape(1, -1)
-        bary, ok = _edge_bary(tri[chunk, :, :2], px + 0.5, py + 0.5)
-        inside = ok & (bary >= -1e-5).all(-1) & (px < w) & (py < h)
-        z = (bary * tri[chunk, None, :, 2]).sum(-1)
-        zq = ((z - zmin) / (zmax - zmin + 1e-9) * (2 ** (_DEPTH_BITS - 1))).long()
-        key = (zq << _ID_BITS) | chunk[:, None]
-        keys.append(key[inside])
-        pixels.append((py * w + px)[inside].long())
-    if not keys:
-        empty = torch.zeros(0, dtype=torch.long)
-        return Fragments(empty, empty, torch.zeros(0, 3), size)
-    keys, pixels = torch.cat(keys), torch.cat(pixels)
-    best = torch.full((h * w,), torch.iinfo(torch.long).max, dtype=torch.long)
-    best.scatter_reduce_(0, pixels, keys, reduce="amin")
-    pix = (best != torch.iinfo(torch.long).max).nonzero().squeeze(1)
-    face = best[pix] & ((1 << _ID_BITS) - 1)
-    px, py = (pix % w).float()[:, None] + 0.5, (pix // w).float()[:, None] + 0.5
-    bary, _ = _edge_bary(tri[face, :, :2], px, py)
-    return Fragments(pix, face, bary[:, 0].clamp(0, 1) / bary[:, 0].clamp(0, 1).sum(-1, keepdim=True), size)
+    # every pixel of every triangle's box, without padding: (candidate -> triangle)
+    bw, bh = ext[visible, 0], ext[visible, 1]
+    counts = bw * bh
+    owner = torch.repeat_interleave(torch.arange(len(visible)), counts)     # (P,)
+    start = torch.cumsum(counts, 0) - counts
+    k = torch.arange(len(owner)) - start[owner]
+    tid = visible[owner]
+    px = (lo[tid, 0].long() + k % bw[owner]).float()
+    py = (lo[tid, 1].long() + k // bw[owner]).float()
+    planes = _planes(tri)                                               # (F, 3, 3)
+    w0, w1, z = _eval(planes[tid], px + 0.5, py + 0.5).unbind(-1)
+    inside = (w0 >= -1e-5) & (w1 >= -1e-5) & (w0 + w1 <= 1 + 1e-5)
+    zq = ((z - zmin) / (zmax - zmin + 1e-9) * (2 ** (_DEPTH_BITS - 1))).long()
+    keys = ((zq << _ID_BITS) | tid)[inside]
+    pixels = (py * w + px).long()[inside]
+    if len(keys) == 0:
+        return _nothing(size)
+    # z-buffer over the triangles' bounding box only (often far smaller than the target)
+    bx0, by0 = int(lo[visible, 0].min()), int(lo[visible, 1].min())
+    bx1, by1 = int(hi[visible, 0].max()) + 1, int(hi[visible, 1].max()) + 1
+    zw = bx1 - bx0
+    local = (pixels // w - by0) * zw + (pixels % w - bx0)
+    empty = torch.iinfo(torch.long).max
+    best = torch.full(((by1 - by0) * zw,), empty, dtype=torch.long)
+    best.scatter_reduce_(0, local, keys, reduce="amin")
+    hit = (best != empty).nonzero().squeeze(1)
+    face = best[hit] & ((1 << _ID_BITS) - 1)
+    px, py = hit % zw + bx0, hit // zw + by0                     # int64
+    w0, w1, _ = _eval(planes[face], px + 0.5, py + 0.5).unbind(-1)
+    bary = torch.stack([w0, w1, 1 - w0 - w1], -1).clamp(0, 1)
+    return Fragments(py * w + px, face, bary / bary.sum(-1, keepdim=True), size)

@@ -31,6 +31,7 @@ MOUTH_LOOP = M.closed_loop(M.LIP_INNER_UPPER, M.LIP_INNER_LOWER)   # 20 vertices
 EYE_LOOPS = (M.closed_loop(M.EYE_RIGHT_UPPER, M.EYE_RIGHT_LOWER),  # 16 each
              M.closed_loop(M.EYE_LEFT_UPPER, M.EYE_LEFT_LOWER))
 N_MESH = 468
+MIN_FLOW_PX = 0.25        # flow below this (pixels) is not drawn: the region warped is where it is above
 LASH_OPACITY = 0.8       # of the lash line drawn along a closed lid
 SILHOUETTE_MARGIN = 0.0   # skull points turned in from behind the silhouette are put back on it
 MOUTH_C, EYE_R_C, EYE_L_C = N_MESH, N_MESH + 1, N_MESH + 2        # fan centre vertices
@@ -44,12 +45,12 @@ class RenderConfig:
     pivot: tuple[float, float, float] = (0.0, -0.5, -1.4)  # rotation centre, head frame (IOD)
     head_centre: tuple[float, float, float] = (0.0, -0.15, -1.4)  # skull proxy, head frame (IOD)
     head_axes: tuple[float, float, float] = (1.5, 1.9, 1.6)       # its semi-axes (IOD), ears and hair included
-    hair_reach: float = 1.0          # flow reach above the chin, face widths
-    neck_reach: float = 0.6          # flow reach below the chin, face widths (the neck twists)
+    hair_reach: float = 0.7          # flow reach above the chin, face widths
+    neck_reach: float = 0.4          # flow reach below the chin, face widths (the neck twists)
     seam_reach: float = 0.3          # mesh-to-skull blend beyond the face, face widths
     mouth_ramp_iod: float = 0.06     # extra opening over which the drawn interior fades in
     fine_iod: float = 0.5            # full-resolution flow within this distance of eyes and mouth (IOD)
-    threads: int = 2                 # torch intra-op threads
+    threads: int = 1                 # torch threads per renderer (2 spin-wait badly beside the encoder)
 
 
 def _fan(loop: list[int], centre: int) -> list[tuple[int, int, int]]:
@@ -81,7 +82,11 @@ class WarpRenderer:
                                 [p.shape[EYE_LOOPS[1]].mean(0)]])
         centres = shape[[MOUTH_C, EYE_R_C, EYE_L_C]]
         near = (np.linalg.norm(shape[:, None] - centres[None], axis=-1) < config.fine_iod).any(1)
-        self.fine_faces = self.faces[torch.from_numpy(near[self.faces.numpy()].all(1))]
+        fine = torch.from_numpy(near[self.faces.numpy()].all(1))
+        self.fine_faces = self.faces[fine]
+        mouth_fan = torch.zeros(len(self.faces), dtype=torch.bool)
+        mouth_fan[self.n_skin:self.n_skin + self.n_mouth] = True
+        self.fine_is_mouth = mouth_fan[fine]
         # 2. per-vertex attributes: source position (pixels) and hole coordinates
         src = p.landmarks[:N_MESH, :2]
         centres = [src[MOUTH_LOOP].mean(0), src[EYE_LOOPS[0]].mean(0), src[EYE_LOOPS[1]].mean(0)]
@@ -143,7 +148,11 @@ class WarpRenderer:
         rows = np.arange(self.raster_size[0])[:, None] + 0.5
         below = np.clip((rows - chin_y) / (0.3 * face_w), 0, 1)
         reach = face_w * (hair * (1 - below) + neck * below)
-        return np.exp(-0.5 * (dist / reach) ** 2).astype(np.float32)
+        # only where the person is (or could move to): background far from them stays put
+        person = cv2.resize(p.alpha, self.raster_size[::-1], interpolation=cv2.INTER_AREA) > 0.02
+        near = cv2.dilate(person.astype(np.uint8), np.ones((5, 5), np.uint8))
+        near = cv2.GaussianBlur(near.astype(np.float32), (0, 0), 2.0)
+        return (np.exp(-0.5 * (dist / reach) ** 2) * np.maximum(near, hull)).astype(np.float32)
 
     @staticmethod
     def _opening(pts) -> float:
@@ -236,16 +245,16 @@ class WarpRenderer:
         disp = known * disp + (1 - known) * (skull + seam) * self.reach
         # 5. only where something moves: resample the portrait (rgb + alpha) there and
         #    composite over the background plate
-        moving = (disp.abs().amax(0) > 0.05).nonzero()
+        moving = (disp.abs().amax(0) > MIN_FLOW_PX).nonzero()
         if len(moving) == 0:
             return (0, 0, 0, 0), torch.zeros(3, 0, 0)
         y0, x0 = ((moving.amin(0) - 1).clamp_min(0).float() / s).floor().long().tolist()
         y1, x1 = ((moving.amax(0) + 2).float() / s).ceil().long().tolist()
         y1, x1 = min(y1, h), min(x1, w)
-        flow = F.interpolate(disp[None], size=(h, w), mode="bilinear", align_corners=False)[0, :, y0:y1, x0:x1]
-        pos = self.base[y0:y1, x0:x1] + flow.permute(1, 2, 0)
+        pos = self.base[y0:y1, x0:x1] + self._upsample(disp, y0, y1, x0, x1).permute(1, 2, 0)
         # exact flow around the eyes and mouth, rasterised at full resolution
-        fine = rasterize(torch.from_numpy(verts - np.float32([x0, y0, 0])), self.fine_faces, (y1 - y0, x1 - x0))
+        local = verts - np.float32([x0, y0, 0])
+        fine = rasterize(torch.from_numpy(local), self.fine_faces, (y1 - y0, x1 - x0))
         if len(fine.pix):
             vals = fine.interpolate(self.fine_faces, self.attr)
             src = vals[:, :2] - vals[:, 2:3] * shift[0] - vals[:, 3:4] * shift[1]
@@ -260,8 +269,20 @@ class WarpRenderer:
         opening = self._opening(pts)
         fade = (opening - self.rest_open) / (cfg.mouth_ramp_iod * p.frame.scale)
         if fade > 0:
-            self._draw_mouth(out, (y0, x0), verts, min(1.0, fade), frame)
+            self._draw_mouth(out, fine, local, min(1.0, fade), frame)
         return (y0, y1, x0, x1), out
+
+    def _upsample(self, disp: torch.Tensor, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """The coarse flow float[2 x h x w] bilinearly upsampled to canvas pixels, for the
+        region [y0:y1, x0:x1] only -> float[2 x (y1-y0) x (x1-x0)]."""
+        s = self.config.raster_scale
+        cy0, cx0 = max(0, int(y0 * s) - 1), max(0, int(x0 * s) - 1)
+        cy1 = min(disp.shape[1], int(np.ceil(y1 * s)) + 2)
+        cx1 = min(disp.shape[2], int(np.ceil(x1 * s)) + 2)
+        up = F.interpolate(disp[None, :, cy0:cy1, cx0:cx1], scale_factor=1 / s, mode="bilinear",
+                           align_corners=False)[0]
+        oy, ox = round(cy0 / s), round(cx0 / s)
+        return up[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
     def _draw_lashes(self, out, origin, pts, frame):
         """Darken a thin curve along each closing upper lid (in place on ``out``)."""
@@ -276,37 +297,30 @@ class WarpRenderer:
             a = torch.from_numpy(mask)[None] * (LASH_OPACITY * amount)
             out.mul_(1 - a).add_(self.lash[:, None, None] * a)
 
-    def _draw_mouth(self, out, origin, verts, fade, frame):
-        """Paint the mouth interior in place on ``out`` float[3 x h x w] (whose top-left
-        canvas pixel is ``origin``): the portrait's own teeth where it shows them, carried
-        rigidly by the upper and lower lips, and drawn teeth, tongue and cavity beyond."""
+    def _draw_mouth(self, out, fine, local, fade, frame):
+        """Paint the mouth interior in place on ``out`` float[3 x h x w]: the portrait's own
+        teeth where it shows them, carried rigidly by the upper and lower lips, and drawn
+        teeth, tongue and cavity beyond. ``fine`` are the full-resolution fragments of the
+        region, ``local`` the mesh in the region's pixels."""
         p = self.portrait
-        fan = self.faces[self.n_skin:self.n_skin + self.n_mouth]
-        # rasterise the mouth fan at full resolution, in the mouth's own box
-        oy, ox = origin
-        loop = verts[MOUTH_LOOP, :2]
-        bx0, by0 = np.maximum(np.floor(loop.min(0)).astype(int) - 2, (ox, oy))
-        bx1 = min(int(np.ceil(loop[:, 0].max())) + 3, ox + out.shape[2])
-        by1 = min(int(np.ceil(loop[:, 1].max())) + 3, oy + out.shape[1])
-        if bx1 <= bx0 or by1 <= by0:
+        hit = self.fine_is_mouth[fine.face]
+        if not hit.any():
             return
-        local = verts - np.float32([bx0, by0, 0])
-        frags = rasterize(torch.from_numpy(local), fan, (by1 - by0, bx1 - bx0))
-        if len(frags.pix) == 0:
-            return
+        pix, face, bary = fine.pix[hit], fine.face[hit], fine.bary[hit]
         # per-pixel column along the mouth and the lip points above and below it
-        cols = frags.interpolate(fan, self.mouth_col[:, None])[:, 0]        # (N,) 0..10
+        cols = (bary * self.mouth_col[self.fine_faces[face]]).sum(1)        # (N,) 0..10
         c0 = cols.floor().long().clamp(0, 9)
         f = (cols - c0)[:, None]
         up_pts = torch.from_numpy(local[M.LIP_INNER_UPPER, :2])
         lo_pts = torch.from_numpy(local[M.LIP_INNER_LOWER, :2])
         upper = torch.lerp(up_pts[c0], up_pts[c0 + 1], f)
         lower = torch.lerp(lo_pts[c0], lo_pts[c0 + 1], f)
-        y, x = frags.pix // (bx1 - bx0), frags.pix % (bx1 - bx0)
-        pix = torch.stack([x, y], 1).float() + 0.5
+        width = out.shape[2]
+        y, x = pix // width, pix % width
+        xy = torch.stack([x, y], 1).float() + 0.5
         down = torch.from_numpy((rotation_matrix(*frame.rotation) @ -p.frame.rotation[:, 1])[:2].astype(np.float32))
-        d_up = ((pix - upper) @ down).clamp_min(0)
-        d_lo = ((lower - pix) @ down).clamp_min(0)
+        d_up = ((xy - upper) @ down).clamp_min(0)
+        d_lo = ((lower - xy) @ down).clamp_min(0)
         across = ((cols - 5) / 5).abs()
         # the portrait's own interior, attached to each lip (no vertical stretching)
         k = float(frame.scale)
@@ -320,11 +334,12 @@ class WarpRenderer:
                            float(frame.expression[INDEX["tongueOut"]]), shown=0.6 * rest * k)
         interior = torch.lerp(torch.lerp(drawn, real[len(y):], w_lo), real[:len(y)], w_up)
         # composite, antialiased at the lip edge by a 3x3 box over the coverage
-        mask = frags.mask().float()
-        soft = F.avg_pool2d(mask[None, None], 3, 1, 1)[0, 0][y, x]
+        by0, bx0 = int(y.min()), int(x.min())
+        mask = torch.zeros(int(y.max()) - by0 + 1, int(x.max()) - bx0 + 1)
+        mask[y - by0, x - bx0] = 1.0
+        soft = F.avg_pool2d(mask[None, None], 3, 1, 1)[0, 0][y - by0, x - bx0]
         a = (soft * fade)[None]
-        ly, lx = y + (by0 - oy), x + (bx0 - ox)
-        out[:, ly, lx] = out[:, ly, lx] * (1 - a) + interior.T * a
+        out[:, y, x] = out[:, y, x] * (1 - a) + interior.T * a
 
     def _sample(self, pts: torch.Tensor) -> torch.Tensor:
         """Portrait colours at canvas points float[N x 2] (pixels) -> float[N x 3]."""
