@@ -259,3 +259,12 @@ def test_add_idle_merges_blinks_and_adds_pose():
     diff = m.rotation - base.rotation
     np.testing.assert_allclose(diff, idle.idle_head_motion(len(base), 25, seed=0), atol=1e-5)
     assert base.expression[:, INDEX["eyeBlinkRight"]].max() == 0  # input untouched
+
+
+def test_own_butterworth_matches_scipy():
+    from scipy import signal
+
+    from puppetry.drive.idle import butter_lowpass4, sosfilt
+    x = np.random.default_rng(0).standard_normal((400, 3))
+    ref = signal.sosfilt(signal.butter(4, 0.3, fs=25, output="sos"), x, axis=0)
+    np.testing.assert_allclose(sosfilt(butter_lowpass4(0.3, 25), x), ref, atol=1e-9)

@@ -101,9 +101,9 @@ class WarpRenderer:
         rgb, bg = p.image / np.float32(255), p.background / np.float32(255)
         premul = rgb - (1 - p.alpha[..., None]) * bg
         self.source = torch.from_numpy(np.concatenate([premul, p.alpha[..., None]], -1)
-                                       .astype(np.float32)).permute(2, 0, 1)[None]
-        self.image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-        self.background = torch.from_numpy(bg).permute(2, 0, 1)
+                                       .astype(np.float32)).permute(2, 0, 1)[None].contiguous()
+        self.image = torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
+        self.background = torch.from_numpy(bg).permute(2, 0, 1).contiguous()
         self.reach = torch.from_numpy(self._reach(config.hair_reach, config.neck_reach))[None]
         self.seam = torch.from_numpy(self._reach(config.seam_reach, config.seam_reach))[None]
         fr = p.frame
@@ -112,13 +112,13 @@ class WarpRenderer:
         view = np.linalg.inv(self.skull_axes) @ np.array([0.0, 0.0, -1.0])   # toward the camera
         self.view = torch.from_numpy((view / np.linalg.norm(view)).astype(np.float32))
         ys, xs_ = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
-        self.base = torch.stack([xs_, ys], -1)                         # (H, W, 2) pixels
+        self.to_grid = torch.tensor([2.0 / w, 2.0 / h])                 # pixels -> grid_sample units
+        self.base_grid = torch.stack([xs_, ys], -1) * self.to_grid - 1  # (H, W, 2) pixel centres
         rh, rw = self.raster_size
         ys, xs_ = torch.meshgrid((torch.arange(rh) + 0.5) / config.raster_scale,
                                  (torch.arange(rw) + 0.5) / config.raster_scale, indexing="ij")
         self.raster_base = torch.stack([xs_, ys])                      # (2, h, w) pixels
         self.canvas = p.image
-        self.to_grid = torch.tensor([2.0 / w, 2.0 / h])
         self.palette = MouthPalette.from_portrait(p.image, p.landmarks)
         lid = p.image[p.landmarks[M.EYE_RIGHT_UPPER + M.EYE_LEFT_UPPER, 1].astype(int).clip(0, h - 1),
                       p.landmarks[M.EYE_RIGHT_UPPER + M.EYE_LEFT_UPPER, 0].astype(int).clip(0, w - 1)]
@@ -251,18 +251,19 @@ class WarpRenderer:
         y0, x0 = ((moving.amin(0) - 1).clamp_min(0).float() / s).floor().long().tolist()
         y1, x1 = ((moving.amax(0) + 2).float() / s).ceil().long().tolist()
         y1, x1 = min(y1, h), min(x1, w)
-        pos = self.base[y0:y1, x0:x1] + self._upsample(disp, y0, y1, x0, x1).permute(1, 2, 0)
+        flow = self._upsample(disp, y0, y1, x0, x1).permute(1, 2, 0)
+        grid = torch.addcmul(self.base_grid[y0:y1, x0:x1], flow, self.to_grid)  # (h, w, 2), -1..1
         # exact flow around the eyes and mouth, rasterised at full resolution
         local = verts - np.float32([x0, y0, 0])
         fine = rasterize(torch.from_numpy(local), self.fine_faces, (y1 - y0, x1 - x0))
         if len(fine.pix):
             vals = fine.interpolate(self.fine_faces, self.attr)
             src = vals[:, :2] - vals[:, 2:3] * shift[0] - vals[:, 3:4] * shift[1]
-            pos.view(-1, 2)[fine.pix] = src
-        grid = pos * self.to_grid - 1
+            grid.view(-1, 2)[fine.pix] = src * self.to_grid - 1
         warped = F.grid_sample(self.source, grid[None], mode="bilinear", padding_mode="border",
                                align_corners=False)[0]
-        out = warped[:3] + (1 - warped[3:4]) * self.background[:, y0:y1, x0:x1]
+        bg = self.background[:, y0:y1, x0:x1]
+        out = torch.addcmul(warped[:3] + bg, warped[3:4], bg, value=-1)   # premul + (1 - a) bg
         # 6. a closing eye shows its lash line along the lid
         self._draw_lashes(out, (y0, x0), pts, frame)
         # 7. the mouth interior where the lips part further than in the portrait
