@@ -19,6 +19,27 @@ def _render(args) -> None:
           f"in {stats['total_s']:.2f} s (real-time factor {stats['total_s'] / stats['duration_s']:.2f})")
 
 
+def _animate(args) -> None:
+    from .pipeline import AnimateJob, animate_video
+    if (args.audio is None) == (args.text is None):
+        raise ValueError("give either an AUDIO file or --text \"words to say\" (not both)")
+    job = replace(AnimateJob(), size=args.size, frame=args.frame, fps=args.fps, seed=args.seed,
+                  still=args.still, motion_scale=args.motion_scale, model=args.model,
+                  style=args.style, motion=args.motion, motion_mode=args.motion_mode, voice=args.voice)
+    stats = animate_video(args.portrait, args.audio, args.output, job, text=args.text,
+                          expressions_out=args.expressions_out)
+    print(f"wrote {args.output}: {stats['frames']} frames for {stats['duration_s']:.2f} s of speech "
+          f"in {stats['total_s']:.2f} s (real-time factor {stats['total_s'] / max(stats['duration_s'], 1e-9):.2f}, "
+          f"first frame after {stats['first_frame_s']:.2f} s)")
+
+
+def _fit_style(args) -> None:
+    from .expression.style import fit_style
+    style = fit_style(args.video)
+    style.save(args.output)
+    print(f"wrote {args.output}: speaking style of {args.video}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="puppetry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,6 +55,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--duration", type=float, default=4.0, help="seconds, for presets (default 4)")
     r.add_argument("--seed", type=int, default=0, help="seed of the idle motion in presets")
     r.set_defaults(run=_render)
+
+    a = sub.add_parser("animate", help="a talking video from a portrait and speech")
+    a.add_argument("portrait", help="photo of one face, or 'astronaut' for the bundled one")
+    a.add_argument("audio", nargs="?", help="speech: wav, flac, mp3, ogg/opus, m4a/aac, or a video's audio track")
+    a.add_argument("--text", help="say these words with the built-in offline voice instead of AUDIO")
+    a.add_argument("--voice", default="joe", help="TTS voice for --text (default joe)")
+    a.add_argument("-o", "--output", required=True, help="output video, .mp4 (H.264 + AAC)")
+    a.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
+    a.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
+    a.add_argument("--frame", choices=("crop", "full"), default="crop",
+                   help="a square crop around the head (default) or the full photo")
+    a.add_argument("--still", action="store_true", help="no head motion (blinks stay)")
+    a.add_argument("--motion-scale", type=float, default=1.0, help="head motion amount (default 1)")
+    a.add_argument("--seed", type=int, default=0, help="seed of head motion, blinks and gaze")
+    a.add_argument("--motion", help="MOTION.json pose codes to combine with the generated motion")
+    a.add_argument("--motion-mode", choices=("add", "replace"), default="add",
+                   help="add --motion to the generated head motion (default) or replace it")
+    a.add_argument("--style", help="a person's speaking style from 'puppetry fit-style'")
+    a.add_argument("--model", help="an Audio2Expression checkpoint (default: the shipped one)")
+    a.add_argument("--expressions-out", help="also write the ARKit curves: .json or .csv")
+    a.set_defaults(run=_animate)
+
+    f = sub.add_parser("fit-style", help="fit a person's speaking style from a video of them")
+    f.add_argument("video", help="a video of the person talking, face visible")
+    f.add_argument("-o", "--output", required=True, help="style file, .json")
+    f.set_defaults(run=_fit_style)
     return parser
 
 

@@ -80,3 +80,96 @@ def render_video(portrait_path, motion_spec, out_path, job: RenderJob = RenderJo
     t2 = time.perf_counter()
     return {"frames": len(motion), "duration_s": motion.duration, "prepare_s": t1 - t0,
             "render_encode_s": t2 - t1, "total_s": t2 - t0}
+
+
+@dataclass(frozen=True)
+class AnimateJob:
+    """Knobs of ``puppetry animate`` (override with ``dataclasses.replace``)."""
+
+    size: int = 512               # canvas side (crop) or long side (full), pixels
+    frame: str = "crop"           # "crop" around the head, or the "full" photo
+    fps: float = 25.0             # video frames per second
+    seed: int = 0                 # head motion, blinks and gaze
+    still: bool = False           # no head motion (blinks stay)
+    motion_scale: float = 1.0     # head motion amount
+    model: str | None = None      # Audio2Expression checkpoint; None = the shipped one
+    style: str | None = None      # person style JSON from ``puppetry fit-style``
+    motion: str | None = None     # MOTION.json pose codes to combine with the generated ones
+    motion_mode: str = "add"      # "add" to or "replace" the generated head motion
+    voice: str = "joe"            # TTS voice for --text
+    renderer: RenderConfig = field(default_factory=RenderConfig)
+
+
+def speech_to_motion(audio: np.ndarray, job: AnimateJob = AnimateJob()) -> Motion:
+    """16 kHz speech float32[N] -> the Motion that animates it (mouth, head, blinks, gaze),
+    ``round(duration * fps)`` frames."""
+    from .drive.motion import load_motion
+    from .drive.speech_motion import combine_motion, speech_motion
+    from .expression.speech import SpeechToExpression
+    from .expression.style import Style
+
+    # 1. mouth: Audio2Expression with its temporal filter; a person's style if given
+    expressions = SpeechToExpression.load(job.model)(audio, fps=job.fps)
+    if job.style:
+        expressions = Style.load(job.style).apply(expressions)
+    # 2. head motion, blinks and gaze from the audio, seeded
+    motion = speech_motion(audio, expressions, job.fps, seed=job.seed,
+                           motion_scale=job.motion_scale, still=job.still)
+    # 3. the user's own pose codes, added or in place of the generated ones
+    if job.motion:
+        motion = combine_motion(motion, load_motion(job.motion), mode=job.motion_mode)
+    return motion
+
+
+def animate(portrait: Portrait, audio: np.ndarray, job: AnimateJob = AnimateJob()):
+    """``puppetry.animate``: frames of ``portrait`` saying ``audio`` (float32[N], 16 kHz).
+
+    Returns (frames iterator of uint8[H x W x 3], the Motion that drives them).
+
+    >>> from puppetry.audio import load_audio
+    >>> frames, motion = puppetry.animate(puppetry.load_portrait("me.jpg"), load_audio("hi.wav"))
+    """
+    motion = speech_to_motion(audio, job)
+    return render(portrait, motion, job.renderer), motion
+
+
+def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = AnimateJob(), *,
+                  text: str | None = None, expressions_out=None) -> dict:
+    """``puppetry animate``: portrait + speech (an audio/video file, or ``text`` through the
+    offline TTS voice) -> H.264 + AAC mp4 with the speech in sync. Returns timings (s)."""
+    from .audio import SAMPLE_RATE, load_audio
+    from .expression.export import write_curves
+
+    t0 = time.perf_counter()
+    # 1. cheap checks first: outputs are never inputs
+    inputs = [p for p in (portrait_path, audio_path, job.motion, job.style) if p and Path(str(p)).is_file()]
+    check_not_input(out_path, inputs)
+    if expressions_out:
+        check_not_input(expressions_out, inputs + [out_path])
+    # 2. the speech: decoded to 16 kHz mono, or synthesised from text
+    if text is not None:
+        from .tts import synthesize
+        audio = synthesize(text, job.voice)
+    else:
+        audio = load_audio(audio_path)
+    # 3. expressions and motion from the speech
+    motion = speech_to_motion(audio, job)
+    t1 = time.perf_counter()
+    # 4. the portrait, then frames streamed to the encoder with the speech
+    portrait = load_portrait(portrait_path, size=job.size, frame=job.frame)
+    sound = (audio, SAMPLE_RATE) if text is not None else audio_path
+    first = []
+
+    def stamped(frames):
+        for frame in frames:
+            if not first:
+                first.append(time.perf_counter())
+            yield frame
+
+    write_video(out_path, stamped(render(portrait, motion, job.renderer)), fps=job.fps,
+                audio=sound, inputs=inputs)
+    if expressions_out:
+        write_curves(expressions_out, motion.expression, job.fps)
+    t2 = time.perf_counter()
+    return {"frames": len(motion), "duration_s": len(audio) / SAMPLE_RATE, "speech_s": t1 - t0,
+            "first_frame_s": (first[0] if first else t2) - t0, "total_s": t2 - t0}

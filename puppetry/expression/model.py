@@ -65,15 +65,15 @@ class Audio2Expression(nn.Module):
         self.register_buffer("index", torch.tensor([INDEX[n] for n in dims.outputs]))
 
     def per_frame(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """windows : Tensor[B x T x W x D] -> (latent [B x T x L], expression logits [B x T x K])."""
+        """windows : Tensor[B x T x W x D] -> (latent [B x T x L], expressions [B x T x K])."""
         b, t, w, d = windows.shape
         x = self.encoder(windows.reshape(b * t, w, d).transpose(1, 2))   # (B*T, h, W/8)
         z = self.to_latent(x.flatten(1)).view(b, t, -1)                  # (B, T, L)
         return z, self.to_expression(z)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        """windows : Tensor[B x T x W x D] -> speech expressions Tensor[B x T x K], 0..1,
-        ordered as ``dims.outputs``."""
+        """windows : Tensor[B x T x W x D] -> speech expressions Tensor[B x T x K], ordered as
+        ``dims.outputs`` (0..1 in eval mode)."""
         z, e = self.per_frame(windows)
         k = self.dims.filter_size
         logits = self.filter(z.transpose(1, 2)).transpose(1, 2)        # (B, T, k)
@@ -81,7 +81,9 @@ class Audio2Expression(nn.Module):
         padded = F.pad(e.transpose(1, 2), (k // 2, k // 2), mode="replicate")
         neighbours = padded.unfold(2, k, 1)                             # (B, K, T, k)
         blended = (neighbours * weights[:, None]).sum(-1).transpose(1, 2)
-        return torch.sigmoid(blended)
+        # linear while training (most targets are exactly 0: a sigmoid would saturate there
+        # and stop learning), clamped to the ARKit range when used
+        return blended if self.training else blended.clamp(0, 1)
 
     def to_arkit(self, speech: torch.Tensor) -> torch.Tensor:
         """Tensor[... x K] in ``dims.outputs`` order -> Tensor[... x 52] in ARKit order."""

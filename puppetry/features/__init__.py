@@ -69,7 +69,7 @@ def check_audio(audio: np.ndarray) -> np.ndarray:
 
 
 def frame_windows(features: np.ndarray, rate: float, n_frames: int, fps: float = FPS,
-                  window: int = WINDOW) -> np.ndarray:
+                  window: int = WINDOW, start: int = 0) -> np.ndarray:
     """For each video frame, the ``window`` feature frames centred on its time.
 
     features : float32[T x D], feature frame ``j`` centred at ``j / rate`` seconds
@@ -77,6 +77,7 @@ def frame_windows(features: np.ndarray, rate: float, n_frames: int, fps: float =
                ``round(i * rate / fps) - window // 2 + k`` for ``k = 0 .. window-1``, so
                its centre (index ``window // 2``) is the feature frame at ``i / fps``.
                Frames before the start or past the end repeat the first or last one.
+               With ``start``, rows are video frames ``start .. start + n_frames - 1``.
     """
     features = np.asarray(features, np.float32)
     if features.ndim != 2 or len(features) == 0:
@@ -85,7 +86,7 @@ def frame_windows(features: np.ndarray, rate: float, n_frames: int, fps: float =
     if not (rate > 0 and fps > 0 and window >= 1 and n_frames >= 0):
         raise ValueError(f"rate={rate}, fps={fps}, window={window}, n_frames={n_frames}: use "
                          f"rate > 0, fps > 0, window >= 1 and n_frames >= 0")
-    centre = np.floor(np.arange(n_frames) * (rate / fps) + 0.5).astype(np.int64)  # (n,)
+    centre = np.floor(np.arange(start, start + n_frames) * (rate / fps) + 0.5).astype(np.int64)  # (n,)
     index = centre[:, None] + np.arange(window)[None, :] - window // 2  # (n, window)
     return features[np.clip(index, 0, len(features) - 1)]  # (n, window, D)
 

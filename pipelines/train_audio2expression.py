@@ -1,0 +1,193 @@
+"""Train Audio2Expression on the synthetic speech corpus.
+
+    bash pipelines/setup_training.sh                                   # speech engines
+    python pipelines/make_speech_corpus.py --out data/speech --minutes 40 --seed 0
+    python pipelines/train_audio2expression.py --data data/speech --out puppetry/assets/audio2expression.pt
+
+1. Corpus: every utterance of the shards (clean ones and their stored noisy, reverberant,
+   pitch-, tempo- and codec-augmented variants) with its 100 Hz ARKit targets.
+2. Split by voice (engine + voice, any rate and pitch): a tenth of the voices never seen
+   in training, for validation (never Piper's, which has only one).
+3. Batches: random crops of ``--frames`` video frames; each crop's audio gets a random gain
+   (-12..+6 dB) and, half the time, white or pink noise (10..35 dB SNR); features are
+   computed per crop, windows per video frame, targets sampled at the frame times.
+4. Loss: L1 on the speech expressions + L1 on their frame-to-frame change (so the
+   temporal filter learns timing, not only level) + extra weight on lip closures.
+5. One training loop (AdamW, cosine schedule); validation on the held-out voices.
+6. Save: weights, ModelDims, the corpus recipe, this command, the commit and the
+   validation losses, in one self-describing file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from puppetry.audio import SAMPLE_RATE  # noqa: E402
+from puppetry.expression.arkit import INDEX  # noqa: E402
+from puppetry.expression.model import Audio2Expression, ModelDims  # noqa: E402
+from puppetry.features import frame_windows, load_features  # noqa: E402
+
+FPS = 25.0
+TARGET_RATE = 100          # corpus targets, frames/s
+CLOSURE_NAMES = ("mouthClose", "mouthPressLeft", "mouthPressRight")
+
+
+def load_corpus(folder: Path, outputs: tuple[str, ...]):
+    """Utterances as (audio float32[N], targets float32[T x K] at 100 Hz, voice)."""
+    cols = [INDEX[n] for n in outputs]
+    items = []
+    for shard in sorted(folder.glob("shard_*.npz")):
+        z = np.load(shard)
+        for i in range(len(z["voice"])):
+            a = z["audio"][z["audio_offsets"][i]:z["audio_offsets"][i + 1]].astype(np.float32) / 32768
+            t = z["targets"][z["target_offsets"][i]:z["target_offsets"][i + 1]][:, cols].astype(np.float32)
+            if len(a) > SAMPLE_RATE // 2:                    # voice without rate and pitch
+                items.append((a, t, str(z["voice"][i]).split("@")[0]))
+    return items
+
+
+class Batches:
+    """Random crops -> (windows [B x T x W x D], targets [B x T x K])."""
+
+    def __init__(self, items, features, dims: ModelDims, frames: int, rng: np.random.Generator):
+        self.items, self.features, self.dims, self.frames, self.rng = items, features, dims, frames, rng
+        # audio margin around a crop so windows and the filter see real context
+        self.margin_s = (dims.window / 2 / dims.feature_rate) + 0.05
+
+    def crop(self, augment: bool):
+        audio, targets, _ = self.items[self.rng.integers(len(self.items))]
+        dur = len(audio) / SAMPLE_RATE
+        span = self.frames / FPS
+        t0 = self.rng.uniform(0, max(0.0, dur - span))
+        lo = max(0, int((t0 - self.margin_s) * SAMPLE_RATE))
+        hi = min(len(audio), int((t0 + span + self.margin_s) * SAMPLE_RATE))
+        clip = audio[lo:hi].copy()
+        if augment:
+            clip *= 10 ** (self.rng.uniform(-12, 6) / 20)
+            if self.rng.random() < 0.5:
+                noise = self.rng.standard_normal(len(clip)).astype(np.float32)
+                if self.rng.random() < 0.5:                          # pink-ish: integrate a little
+                    noise = np.convolve(noise, np.ones(8) / 8, mode="same")
+                snr = self.rng.uniform(10, 35)
+                p_sig = float(np.mean(clip ** 2)) + 1e-9
+                noise *= math.sqrt(p_sig / (np.mean(noise ** 2) + 1e-12) / 10 ** (snr / 10))
+                clip = clip + noise
+            clip = np.clip(clip, -1, 1)
+        feats = self.features(clip)
+        # video frame i of the crop is at t0 + i / FPS; in the clip's own time that's
+        # (t0 - lo / SR) + i / FPS; express as a fractional start frame
+        offset = t0 - lo / SAMPLE_RATE
+        times = offset + np.arange(self.frames) / FPS
+        idx = np.clip(np.floor(times * self.dims.feature_rate + 0.5).astype(int), 0, len(feats) - 1)
+        w = self.dims.window
+        win = feats[np.clip(idx[:, None] + np.arange(w)[None] - w // 2, 0, len(feats) - 1)]
+        tgt_idx = np.clip(np.round((t0 + np.arange(self.frames) / FPS) * TARGET_RATE).astype(int),
+                          0, len(targets) - 1)
+        return win, targets[tgt_idx]
+
+    def __call__(self, batch: int, augment: bool = True):
+        xs, ys = zip(*(self.crop(augment) for _ in range(batch)))
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def loss_fn(pred, target, closure_cols):
+    l1 = (pred - target).abs().mean()
+    vel = ((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])).abs().mean()
+    closed = target[..., closure_cols].amax(-1, keepdim=True)               # (B, T, 1)
+    closure = ((pred - target).abs() * closed).mean()
+    return l1 + 0.5 * vel + 1.0 * closure
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("data/speech"))
+    ap.add_argument("--out", type=Path, default=Path("puppetry/assets/audio2expression.pt"))
+    ap.add_argument("--features", default="mel")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--frames", type=int, default=40, help="video frames per crop")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+
+    # 1. corpus and features
+    features = load_features(args.features)
+    dims = replace(ModelDims(), features=features.name, feature_dim=features.dim,
+                   feature_rate=float(features.rate),
+                   window=round(ModelDims().window * features.rate / 100) or 1)
+    items = load_corpus(args.data, dims.outputs)
+    recipe = json.loads((args.data / "recipe.json").read_text())
+    # 2. split by voice
+    voices = sorted({v for *_, v in items})
+    candidates = [v for v in voices if not v.startswith("piper:")]   # Piper has one voice: keep it
+    held = set(np.random.default_rng(1).choice(candidates, max(1, len(voices) // 10), replace=False))
+    train = [it for it in items if it[2] not in held]
+    val = [it for it in items if it[2] in held]
+    print(f"{len(items)} utterances ({len(train)} train, {len(val)} val), {len(voices)} voices, "
+          f"features {features.name} ({features.dim} x {features.rate:g} Hz)", flush=True)
+    train_b = Batches(train, features, dims, args.frames, rng)
+    val_b = Batches(val, features, dims, args.frames, np.random.default_rng(2))
+    val_set = [val_b(args.batch, augment=False) for _ in range(8)]
+    closure_cols = [dims.outputs.index(n) for n in CLOSURE_NAMES]
+
+    # 3.-5. train
+    model = Audio2Expression(dims)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    warm = max(1, args.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / args.steps))))
+    history, t0 = [], time.time()
+    for step in range(1, args.steps + 1):
+        model.train()
+        x, y = train_b(args.batch)
+        loss = loss_fn(model(x), y, closure_cols)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 250 == 0 or step == args.steps:
+            model.eval()
+            with torch.no_grad():
+                vl = float(np.mean([loss_fn(model(vx), vy, closure_cols).item() for vx, vy in val_set]))
+                mae = float(np.mean([(model(vx) - vy).abs().mean().item() for vx, vy in val_set]))
+            history.append({"step": step, "train_loss": round(loss.item(), 4), "val_loss": round(vl, 4),
+                            "val_mae": round(mae, 4)})
+            print(f"step {step}: train {loss.item():.4f}  val {vl:.4f}  val MAE {mae:.4f}  "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+
+    # 6. save, self-describing
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    model.save(tmp, recipe=recipe, command=" ".join(sys.argv), commit=git_commit(),
+               train_args={k: str(v) for k, v in vars(args).items()}, history=history,
+               voices={"train": len(voices) - len(held), "validation": len(held)})
+    tmp.replace(args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

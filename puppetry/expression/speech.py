@@ -1,0 +1,68 @@
+"""Speech -> ARKit expression curves with a trained Audio2Expression model.
+
+>>> from puppetry.audio import load_audio
+>>> s2e = SpeechToExpression.load()                 # the shipped model
+>>> curves = s2e(load_audio("speech.wav"))           # float32[T x 52] at 25 fps
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import SAMPLE_RATE
+from ..drive.frames import FPS
+from ..features import check_audio, frame_windows, load_features
+from .arkit import N_EXPRESSIONS
+from .model import Audio2Expression
+
+MODEL_FILE = "audio2expression.pt"   # in puppetry/assets
+CHUNK_FRAMES = 500                   # video frames per network call (20 s at 25 fps)
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("puppetry.assets").joinpath(MODEL_FILE)))
+
+
+class SpeechToExpression:
+    """Features + Audio2Expression + temporal filter, over audio of any length."""
+
+    def __init__(self, model: Audio2Expression):
+        self.model = model.eval()
+        self.dims = model.dims
+        self.features = load_features(model.dims.features)
+
+    @classmethod
+    def load(cls, path=None) -> "SpeechToExpression":
+        """A checkpoint path, or None for the shipped model."""
+        path = Path(path) if path else default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"Audio2Expression model {path} not found: pass a checkpoint "
+                                    "made by pipelines/train_audio2expression.py")
+        return cls(Audio2Expression.load(path))
+
+    @torch.no_grad()
+    def __call__(self, audio: np.ndarray, n_frames: int | None = None, fps: float = FPS) -> np.ndarray:
+        """audio : float32[N] at 16 kHz -> expressions float32[n_frames x 52], 0..1.
+
+        ``n_frames`` defaults to the audio's duration in frames (rounded). Frames are sent
+        through the network in chunks with enough context on both sides for the feature
+        windows and the temporal filter, so results do not depend on the chunking and
+        memory stays bounded for hour-long audio.
+        """
+        audio = check_audio(audio)
+        n = round(len(audio) / SAMPLE_RATE * fps) if n_frames is None else n_frames
+        out = np.zeros((n, N_EXPRESSIONS), np.float32)
+        if n == 0 or len(audio) == 0:
+            return out
+        feats = self.features(audio)                                   # (T_f, D)
+        ctx = self.dims.filter_size // 2
+        for s in range(0, n, CHUNK_FRAMES):
+            e = min(n, s + CHUNK_FRAMES)
+            a, b = max(0, s - ctx), min(n, e + ctx)
+            w = frame_windows(feats, self.features.rate, b - a, fps, self.dims.window, start=a)
+            y = self.model(torch.from_numpy(w)[None])[0]                # (b-a, K)
+            out[s:e] = self.model.to_arkit(y[s - a:e - a]).numpy()
+        return out
