@@ -191,3 +191,10 @@ def test_full_frame_mode():
 def test_full_frame_with_too_small_a_face_says_to_enlarge():
     with pytest.raises(ValueError, match="only 7. px wide.*larger size"):
         load_portrait("astronaut", frame="full", size=400)            # face ~72 px wide
+
+
+@pytest.mark.parametrize("size", [450, 451, 333])
+def test_any_canvas_size_renders(size):
+    p = load_portrait("astronaut", size=size)
+    rgb = WarpRenderer(p).render_frame(DrivingFrame.make(yaw=10, expression={"jawOpen": 0.5}))
+    assert rgb.shape == (size, size, 3)

@@ -9,6 +9,7 @@ portrait's filled-in background plate; the mouth interior is drawn where the lip
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -70,7 +71,7 @@ class WarpRenderer:
         p = portrait
         h, w = p.size
         self.size = (h, w)
-        self.raster_size = (round(h * config.raster_scale), round(w * config.raster_scale))
+        self.raster_size = (math.ceil(h * config.raster_scale), math.ceil(w * config.raster_scale))  # covers the canvas
         # 1. topology: skin + the three holes closed by fans around added centre vertices
         fans = _fan(MOUTH_LOOP, MOUTH_C) + _fan(EYE_LOOPS[0], EYE_R_C) + _fan(EYE_LOOPS[1], EYE_L_C)
         self.n_skin = len(M.face_model().triangles)
