@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,eval]'
+	$(BIN)/python -m pip install -q -e '.[test,eval,tts]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the bundled portrait, talking-idle motion -> out.mp4

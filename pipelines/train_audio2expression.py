@@ -8,9 +8,11 @@
    pitch-, tempo- and codec-augmented variants) with its 100 Hz ARKit targets.
 2. Split by voice (engine + voice, any rate and pitch): a tenth of the voices never seen
    in training, for validation (never Piper's, which has only one).
-3. Batches: random crops of ``--frames`` video frames; each crop's audio gets a random gain
-   (-12..+6 dB) and, half the time, white or pink noise (10..35 dB SNR); features are
-   computed per crop, windows per video frame, targets sampled at the frame times.
+3. Batches: random crops of ``--frames`` video frames. The utterance's audio gets a random
+   gain (-12..+6 dB) and, half the time, white or pink noise (10..35 dB SNR); features of
+   the whole utterance are normalised per band over it (as at inference), half the time
+   with a band and a time span masked (SpecAugment); windows per video frame, targets
+   sampled at the frame times.
 4. Loss: L1 on the speech expressions + L1 on their frame-to-frame change (so the
    temporal filter learns timing, not only level) + extra weight on lip closures.
 5. One training loop (AdamW, cosine schedule); validation on the held-out voices.
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from puppetry.audio import SAMPLE_RATE  # noqa: E402
 from puppetry.expression.arkit import INDEX  # noqa: E402
 from puppetry.expression.model import Audio2Expression, ModelDims  # noqa: E402
+from puppetry.expression.speech import normalize_features  # noqa: E402
 from puppetry.features import frame_windows, load_features  # noqa: E402
 
 FPS = 25.0
@@ -62,39 +65,46 @@ class Batches:
 
     def __init__(self, items, features, dims: ModelDims, frames: int, rng: np.random.Generator):
         self.items, self.features, self.dims, self.frames, self.rng = items, features, dims, frames, rng
-        # audio margin around a crop so windows and the filter see real context
-        self.margin_s = (dims.window / 2 / dims.feature_rate) + 0.05
+        self.cache = {}                      # features of un-augmented utterances
+        # gain and noise need features recomputed per crop: only for fast extractors (mel);
+        # slow encoders (whisper) train on cached features and the corpus's stored variants
+        self.audio_augment = features.name == "mel"
 
     def crop(self, augment: bool):
-        audio, targets, _ = self.items[self.rng.integers(len(self.items))]
-        dur = len(audio) / SAMPLE_RATE
-        span = self.frames / FPS
-        t0 = self.rng.uniform(0, max(0.0, dur - span))
-        lo = max(0, int((t0 - self.margin_s) * SAMPLE_RATE))
-        hi = min(len(audio), int((t0 + span + self.margin_s) * SAMPLE_RATE))
-        clip = audio[lo:hi].copy()
-        if augment:
-            clip *= 10 ** (self.rng.uniform(-12, 6) / 20)
+        i = self.rng.integers(len(self.items))
+        audio, targets, _ = self.items[i]
+        # features of the whole (augmented) utterance, normalised over it as at inference
+        if augment and self.audio_augment:
+            audio = audio * np.float32(10 ** (self.rng.uniform(-12, 6) / 20))
             if self.rng.random() < 0.5:
-                noise = self.rng.standard_normal(len(clip)).astype(np.float32)
+                noise = self.rng.standard_normal(len(audio)).astype(np.float32)
                 if self.rng.random() < 0.5:                          # pink-ish: integrate a little
-                    noise = np.convolve(noise, np.ones(8) / 8, mode="same")
+                    noise = np.convolve(noise, np.ones(8, np.float32) / 8, mode="same")
                 snr = self.rng.uniform(10, 35)
-                p_sig = float(np.mean(clip ** 2)) + 1e-9
+                p_sig = float(np.mean(audio ** 2)) + 1e-9
                 noise *= math.sqrt(p_sig / (np.mean(noise ** 2) + 1e-12) / 10 ** (snr / 10))
-                clip = clip + noise
-            clip = np.clip(clip, -1, 1)
-        feats = self.features(clip)
-        # video frame i of the crop is at t0 + i / FPS; in the clip's own time that's
-        # (t0 - lo / SR) + i / FPS; express as a fractional start frame
-        offset = t0 - lo / SAMPLE_RATE
-        times = offset + np.arange(self.frames) / FPS
-        idx = np.clip(np.floor(times * self.dims.feature_rate + 0.5).astype(int), 0, len(feats) - 1)
+                audio = audio + noise
+            audio = np.clip(audio, -1, 1)
+            feats = self.features(audio)
+        else:
+            feats = self.cache.setdefault(i, self.features(audio))
+        if self.dims.normalize:
+            feats = normalize_features(feats)
+        if augment and self.rng.random() < 0.5:                      # SpecAugment-style masks
+            feats = feats.copy()
+            b = self.rng.integers(0, feats.shape[1] - 8)
+            feats[:, b:b + self.rng.integers(1, 8)] = 0.0
+            t = self.rng.integers(0, len(feats))
+            feats[t:t + self.rng.integers(1, 6)] = 0.0
+        # a crop of video frames at t0 + i / FPS
+        dur = len(audio) / SAMPLE_RATE
+        t0 = self.rng.uniform(0, max(0.0, dur - self.frames / FPS))
+        times = t0 + np.arange(self.frames) / FPS
         w = self.dims.window
+        idx = np.floor(times * self.dims.feature_rate + 0.5).astype(int)
         win = feats[np.clip(idx[:, None] + np.arange(w)[None] - w // 2, 0, len(feats) - 1)]
-        tgt_idx = np.clip(np.round((t0 + np.arange(self.frames) / FPS) * TARGET_RATE).astype(int),
-                          0, len(targets) - 1)
-        return win, targets[tgt_idx]
+        tgt = targets[np.clip(np.round(times * TARGET_RATE).astype(int), 0, len(targets) - 1)]
+        return win, tgt
 
     def __call__(self, batch: int, augment: bool = True):
         xs, ys = zip(*(self.crop(augment) for _ in range(batch)))
@@ -128,6 +138,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-normalize", action="store_true", help="no per-utterance CMVN")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -137,7 +148,8 @@ def main(argv=None):
     features = load_features(args.features)
     dims = replace(ModelDims(), features=features.name, feature_dim=features.dim,
                    feature_rate=float(features.rate),
-                   window=round(ModelDims().window * features.rate / 100) or 1)
+                   window=round(ModelDims().window * features.rate / 100) or 1,
+                   normalize=not args.no_normalize)
     items = load_corpus(args.data, dims.outputs)
     recipe = json.loads((args.data / "recipe.json").read_text())
     # 2. split by voice

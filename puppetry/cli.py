@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("portrait", help="photo of one face, or 'astronaut' for the bundled one")
     a.add_argument("audio", nargs="?", help="speech: wav, flac, mp3, ogg/opus, m4a/aac, or a video's audio track")
     a.add_argument("--text", help="say these words with the built-in offline voice instead of AUDIO")
-    a.add_argument("--voice", default="joe", help="TTS voice for --text (default joe)")
+    a.add_argument("--voice", default="espeak", help="TTS voice for --text: espeak (default), "
+                   "espeak:NAME, or joe (the 'piper' extra)")
     a.add_argument("-o", "--output", required=True, help="output video, .mp4 (H.264 + AAC)")
     a.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
     a.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         args.run(args)
-    except (ValueError, OSError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError, ImportError) as err:
         print(f"puppetry {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -96,7 +96,7 @@ class AnimateJob:
     style: str | None = None      # person style JSON from ``puppetry fit-style``
     motion: str | None = None     # MOTION.json pose codes to combine with the generated ones
     motion_mode: str = "add"      # "add" to or "replace" the generated head motion
-    voice: str = "joe"            # TTS voice for --text
+    voice: str = "espeak"         # TTS voice for --text
     renderer: RenderConfig = field(default_factory=RenderConfig)
 
 

@@ -39,6 +39,7 @@ class ModelDims:
     feature_dim: int = 80          # D, values per feature frame
     feature_rate: float = 100.0    # feature frames per second
     window: int = 24               # W, feature frames seen per video frame (240 ms at 100 Hz)
+    normalize: bool = True         # features standardised per band over the utterance (CMVN)
     fps: float = 25.0              # video frames per second
     hidden: int = 128              # channels of the window encoder
     latent: int = 32               # size of the per-frame latent code z_t
@@ -52,7 +53,7 @@ class Audio2Expression(nn.Module):
         self.dims = dims
         d, h = dims.feature_dim, dims.hidden
         self.encoder = nn.Sequential(                       # (N, D, W) -> (N, h, W/8)
-            nn.Conv1d(d, h, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv1d(d, h, 3, padding=1), nn.LeakyReLU(0.2),  # noqa: E241
             nn.Conv1d(h, h, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv1d(h, h, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv1d(h, h, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
@@ -104,6 +105,7 @@ class Audio2Expression(nn.Module):
         ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
         dims = dict(ckpt["dims"])
         dims["outputs"] = tuple(dims["outputs"])
+        dims.setdefault("normalize", False)          # checkpoints from before CMVN
         model = cls(ModelDims(**dims))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state"].items()})
         model.meta = ckpt.get("meta", {})

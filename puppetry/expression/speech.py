@@ -22,6 +22,18 @@ MODEL_FILE = "audio2expression.pt"   # in puppetry/assets
 CHUNK_FRAMES = 500                   # video frames per network call (20 s at 25 fps)
 
 
+def normalize_features(feats: np.ndarray) -> np.ndarray:
+    """Per-band mean and variance normalisation over the utterance (CMVN), float32[T x D].
+
+    A microphone's or room's steady colouring and the recording level are per-band
+    offsets in log-mel: removing them is what lets a model trained on synthetic voices
+    hear real recordings.
+    """
+    mean = feats.mean(0, keepdims=True)
+    std = feats.std(0, keepdims=True)
+    return ((feats - mean) / (std + 0.05)).astype(np.float32)
+
+
 def default_model_path() -> Path:
     return Path(str(resources.files("puppetry.assets").joinpath(MODEL_FILE)))
 
@@ -58,6 +70,8 @@ class SpeechToExpression:
         if n == 0 or len(audio) == 0:
             return out
         feats = self.features(audio)                                   # (T_f, D)
+        if self.dims.normalize:
+            feats = normalize_features(feats)
         ctx = self.dims.filter_size // 2
         for s in range(0, n, CHUNK_FRAMES):
             e = min(n, s + CHUNK_FRAMES)
