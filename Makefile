@@ -12,14 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,eval,tts]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the bundled portrait, talking-idle motion -> out.mp4
-	$(BIN)/puppetry render astronaut --motion talk-idle -o out.mp4
+demo: $(STAMP)  ## the bundled portrait says the bundled speech -> out.mp4
+	$(BIN)/puppetry animate astronaut puppetry/assets/speech_en.ogg -o out.mp4
 
 test: $(STAMP)  ## the test suite
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)  ## the benchmark tables of docs/benchmarks.md
 	$(BIN)/python pipelines/benchmark_render.py
+	$(BIN)/python pipelines/evaluate_lipsync.py
 
 clean:
 	rm -rf $(VENV) out.mp4

