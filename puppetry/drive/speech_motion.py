@@ -171,7 +171,7 @@ def analyse_speech(audio: np.ndarray) -> Prosody:
     phrases = _runs(voiced) / ENVELOPE_HZ
 
     # 2. Stressed syllables: local maxima well above the voiced mean around them.
-    width = int(LOCAL_S * ENVELOPE_HZ) | 1
+    width = min(int(LOCAL_S * ENVELOPE_HZ), max(len(env) - 1, 0)) | 1   # "same" keeps len(env)
     box = np.ones(width)
     w = voiced.astype(np.float64)
     local = np.convolve(env * w, box, "same") / np.maximum(np.convolve(w, box, "same"), 1e-9)

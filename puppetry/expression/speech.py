@@ -21,6 +21,8 @@ from .model import Audio2Expression
 MODEL_FILE = "audio2expression.pt"          # in puppetry/assets: Whisper tiny.en features
 FALLBACK_FILE = "audio2expression_mel.pt"   # log-mel features, when Whisper is not installed
 CHUNK_FRAMES = 500                   # video frames per network call (20 s at 25 fps)
+SILENCE_DBFS = -60.0                 # frames quieter than this rest the mouth, ...
+SILENCE_BELOW_PEAK_DB = 40.0         # ... as do frames this far under the utterance's loud frames
 
 
 def normalize_features(feats: np.ndarray) -> np.ndarray:
@@ -33,6 +35,22 @@ def normalize_features(feats: np.ndarray) -> np.ndarray:
     mean = feats.mean(0, keepdims=True)
     std = feats.std(0, keepdims=True)
     return ((feats - mean) / (std + 0.05)).astype(np.float32)
+
+
+def speech_activity(audio: np.ndarray, n_frames: int, fps: float = FPS) -> np.ndarray:
+    """Per video frame, 1 where there is sound to speak and 0 in (near) silence, with
+    soft edges: float32[n_frames]. Features are normalised per utterance, which would
+    turn pure silence into "average speech"; this gate keeps the mouth at rest there."""
+    hop = SAMPLE_RATE / fps
+    edges = np.minimum((np.arange(n_frames + 1) * hop).astype(int), len(audio))
+    energy = np.add.reduceat(audio.astype(np.float64) ** 2, edges[:-1]) if len(audio) else np.zeros(n_frames)
+    counts = np.maximum(np.diff(edges), 1)
+    energy = np.where(np.diff(edges) > 0, energy, 0.0)
+    db = 10 * np.log10(energy / counts + 1e-12)
+    floor = max(SILENCE_DBFS, np.percentile(db, 95) - SILENCE_BELOW_PEAK_DB) if n_frames else 0.0
+    gate = np.clip((db - floor) / 6.0 + 0.5, 0, 1)              # 6 dB soft edge
+    gate = np.convolve(np.pad(gate, 1, mode="edge"), np.ones(3) / 3, "valid")   # no one-frame flicker
+    return gate.astype(np.float32)
 
 
 def default_model_path() -> Path:
@@ -89,4 +107,4 @@ class SpeechToExpression:
             w = frame_windows(feats, self.features.rate, b - a, fps, self.dims.window, start=a)
             y = self.model(torch.from_numpy(w)[None])[0]                # (b-a, K)
             out[s:e] = self.model.to_arkit(y[s - a:e - a]).numpy()
-        return out
+        return out * speech_activity(audio, n, fps)[:, None]

@@ -1,0 +1,84 @@
+"""`puppetry animate` end to end on generated audio: sync, duration, bad input."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from puppetry.audio import SAMPLE_RATE
+from puppetry.cli import main
+from puppetry.expression.arkit import INDEX
+from puppetry.io import video_info, write_video
+from puppetry.pipeline import AnimateJob, speech_to_motion
+
+
+def syllables(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A vowel-like buzz switched on and off at 4 Hz: speech-shaped energy."""
+    t = np.arange(int(seconds * rate)) / rate
+    buzz = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((140, 280, 700, 1100), 1))
+    gate = (np.sin(2 * np.pi * 4 * t) > 0).astype(float)
+    return (0.2 * buzz * gate).astype(np.float32)
+
+
+def test_video_has_the_speech_in_sync(tmp_path):
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, syllables(1.2, 44100), 44100)                      # any rate in
+    out, curves = tmp_path / "out.mp4", tmp_path / "curves.json"
+    assert main(["animate", "astronaut", str(wav), "-o", str(out), "--size", "256",
+                 "--expressions-out", str(curves)]) == 0
+    info = video_info(out)
+    assert info["has_audio"] and info["n_frames"] == 30 and info["width"] == 256
+    assert abs(info["audio_duration"] - 1.2) < 1 / 25
+    data = json.loads(curves.read_text())
+    assert data["fps"] == 25 and len(data["frames"]) == 30 and len(data["names"]) == 52
+
+
+def test_silence_gives_an_idle_face_and_short_audio_works():
+    silent = speech_to_motion(np.zeros(2 * SAMPLE_RATE, np.float32))
+    assert len(silent) == 50
+    assert silent.expression[:, INDEX["jawOpen"]].max() < 0.1           # mouth at rest
+    assert len(speech_to_motion(syllables(0.1))) in (2, 3)              # 0.1 s: a few frames
+
+
+def test_still_keeps_the_head_still_and_the_mouth_moving():
+    audio = syllables(3.0)
+    moving = speech_to_motion(audio)
+    still = speech_to_motion(audio, AnimateJob(still=True))
+    assert still.rotation.std() == 0 and moving.rotation[:, 0].std() > 0.5
+    jaw = still.expression[:, INDEX["jawOpen"]]
+    assert jaw.max() - jaw.min() > 0.1                                   # speech still drives it
+
+
+def test_audio_track_of_a_video(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    frames = (np.full((64, 64, 3), 128, np.uint8) for _ in range(20))
+    write_video(clip, frames, fps=25, audio=(syllables(0.8), SAMPLE_RATE))
+    out = tmp_path / "out.mp4"
+    assert main(["animate", "astronaut", str(clip), "-o", str(out), "--size", "256", "--still"]) == 0
+    assert abs(video_info(out)["n_frames"] - 20) <= 1          # AAC pads its track by ~20 ms
+
+
+@pytest.mark.parametrize("content", [b"", b"not audio at all", b"RIFF\x00\x00\x00\x00WAVEjunk"])
+def test_unreadable_audio_is_refused_with_the_formats(tmp_path, capsys, content):
+    bad = tmp_path / "speech.wav"
+    bad.write_bytes(content)
+    out = tmp_path / "out.mp4"
+    assert main(["animate", "astronaut", str(bad), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "speech.wav" in err and not out.exists()
+
+
+def test_text_must_not_be_empty_and_audio_or_text_is_required(tmp_path, capsys):
+    out = str(tmp_path / "out.mp4")
+    assert main(["animate", "astronaut", "--text", "   ", "-o", out]) == 1
+    assert "--text is empty" in capsys.readouterr().err
+    assert main(["animate", "astronaut", "-o", out]) == 1
+    assert "AUDIO file or --text" in capsys.readouterr().err
+
+
+def test_output_onto_the_audio_is_refused(tmp_path, capsys):
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, syllables(0.5), SAMPLE_RATE)
+    before = wav.read_bytes()
+    assert main(["animate", "astronaut", str(wav), "-o", str(wav)]) == 1
+    assert "one of the inputs" in capsys.readouterr().err and wav.read_bytes() == before
