@@ -82,3 +82,11 @@ def test_output_onto_the_audio_is_refused(tmp_path, capsys):
     before = wav.read_bytes()
     assert main(["animate", "astronaut", str(wav), "-o", str(wav)]) == 1
     assert "one of the inputs" in capsys.readouterr().err and wav.read_bytes() == before
+
+
+def test_speech_activity_is_zero_in_silence_and_past_the_end():
+    from puppetry.expression.speech import speech_activity
+    audio = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), syllables(1.0)])
+    gate = speech_activity(audio, n_frames=60)                    # 10 frames past the end
+    assert gate.shape == (60,) and gate[:20].max() == 0 and gate[30:45].max() == 1
+    assert gate[-5:].max() == 0
