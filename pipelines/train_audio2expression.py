@@ -14,7 +14,8 @@
    with a band and a time span masked (SpecAugment); windows per video frame, targets
    sampled at the frame times.
 4. Loss: L1 on the speech expressions + L1 on their frame-to-frame change (so the
-   temporal filter learns timing, not only level) + extra weight on lip closures.
+   temporal filter learns timing, not only level) + extra weight on lip closures
+   (+ with ``--aperture``, L1 on the lip aperture jawOpen - mouthClose).
 5. One training loop (AdamW, cosine schedule); validation on the held-out voices.
 6. Save: weights, ModelDims, the corpus recipe, this command, the commit and the
    validation losses, in one self-describing file.
@@ -44,6 +45,7 @@ from puppetry.features import frame_windows, load_features  # noqa: E402
 FPS = 25.0
 TARGET_RATE = 100          # corpus targets, frames/s
 CLOSURE_NAMES = ("mouthClose", "mouthPressLeft", "mouthPressRight")
+APERTURE_WEIGHT = 2.0      # weight of the lip-aperture term (jawOpen - mouthClose)
 
 
 def load_corpus(folder: Path, outputs: tuple[str, ...]):
@@ -113,12 +115,19 @@ class Batches:
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def loss_fn(pred, target, closure_cols):
+def loss_fn(pred, target, closure_cols, aperture=None):
+    """L1 + velocity L1 + closure-weighted L1 (+ lip-aperture L1 when ``aperture`` gives
+    (jawOpen column, mouthClose column): what a viewer sees is how far the lips part)."""
     l1 = (pred - target).abs().mean()
     vel = ((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])).abs().mean()
     closed = target[..., closure_cols].amax(-1, keepdim=True)               # (B, T, 1)
     closure = ((pred - target).abs() * closed).mean()
-    return l1 + 0.5 * vel + 1.0 * closure
+    loss = l1 + 0.5 * vel + 1.0 * closure
+    if aperture is not None:
+        jaw, close = aperture
+        gap = lambda x: x[..., jaw] - x[..., close]
+        loss = loss + APERTURE_WEIGHT * (gap(pred) - gap(target)).abs().mean()
+    return loss
 
 
 def git_commit() -> str:
@@ -141,6 +150,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-normalize", action="store_true", help="no per-utterance CMVN")
+    ap.add_argument("--aperture", action="store_true", help="add the lip-aperture loss term")
+    ap.add_argument("--window-ms", type=float, default=240.0, help="feature window per video frame")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -150,7 +161,7 @@ def main(argv=None):
     features = load_features(args.features)
     dims = replace(ModelDims(), features=features.name, feature_dim=features.dim,
                    feature_rate=float(features.rate),
-                   window=round(ModelDims().window * features.rate / 100) or 1,
+                   window=max(1, round(args.window_ms / 1000 * features.rate)),
                    normalize=not args.no_normalize)
     items = load_corpus(args.data, dims.outputs)
     recipe = json.loads((args.data / "recipe.json").read_text())
@@ -166,6 +177,7 @@ def main(argv=None):
     val_b = Batches(val, features, dims, args.frames, np.random.default_rng(2))
     val_set = [val_b(args.batch, augment=False) for _ in range(8)]
     closure_cols = [dims.outputs.index(n) for n in CLOSURE_NAMES]
+    aperture = (dims.outputs.index("jawOpen"), dims.outputs.index("mouthClose")) if args.aperture else None
 
     # 3.-5. train
     model = Audio2Expression(dims)
@@ -177,7 +189,7 @@ def main(argv=None):
     for step in range(1, args.steps + 1):
         model.train()
         x, y = train_b(args.batch)
-        loss = loss_fn(model(x), y, closure_cols)
+        loss = loss_fn(model(x), y, closure_cols, aperture)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -186,7 +198,7 @@ def main(argv=None):
         if step % 250 == 0 or step == args.steps:
             model.eval()
             with torch.no_grad():
-                vl = float(np.mean([loss_fn(model(vx), vy, closure_cols).item() for vx, vy in val_set]))
+                vl = float(np.mean([loss_fn(model(vx), vy, closure_cols, aperture).item() for vx, vy in val_set]))
                 mae = float(np.mean([(model(vx) - vy).abs().mean().item() for vx, vy in val_set]))
             history.append({"step": step, "train_loss": round(loss.item(), 4), "val_loss": round(vl, 4),
                             "val_mae": round(mae, 4)})
