@@ -210,13 +210,6 @@ class WarpRenderer:
         return out
 
     @torch.no_grad()
-    def render_tensor(self, frame: DrivingFrame) -> torch.Tensor:
-        """One driving frame -> float32[3 x H x W], 0..1."""
-        out = self.image[0].clone()
-        (y0, y1, x0, x1), patch = self._render_region(frame)
-        out[:, y0:y1, x0:x1] = patch
-        return out
-
     def _render_region(self, frame: DrivingFrame):
         """Render the part of the canvas that moves: ((y0, y1, x0, x1), float32[3 x h x w])."""
         p, cfg = self.portrait, self.config
