@@ -93,7 +93,7 @@ class Batches:
                 self.cache[i] = self.features(audio)
             feats = self.cache[i]
         if self.dims.normalize:
-            feats = normalize_features(feats)
+            feats = normalize_features(np.array(feats))          # a copy: the cache stays raw
         if augment and self.rng.random() < 0.5:                      # SpecAugment-style masks
             feats = feats.copy()
             b = self.rng.integers(0, feats.shape[1] - 8)

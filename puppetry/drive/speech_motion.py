@@ -122,13 +122,17 @@ def speech_envelope(audio: np.ndarray) -> np.ndarray:
     freqs = np.fft.rfftfreq(N_FFT, 1 / SAMPLE_RATE)
     band = (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])
     window = np.hanning(N_FFT).astype(np.float32)
-    padded = np.pad(audio, (N_FFT // 2, N_FFT // 2 + HOP))
     power = np.empty(n)
     step = 3000  # envelope frames per chunk (30 s)
+    half = N_FFT // 2
     for s in range(0, n, step):
         e = min(n, s + step)
-        idx = (np.arange(s, e) * HOP)[:, None] + np.arange(N_FFT)[None]  # (e - s, N_FFT)
-        spec = np.fft.rfft(padded[idx] * window, axis=1)[:, band]
+        lo = s * HOP - half                           # the chunk's samples, zero-padded at
+        chunk = audio[max(lo, 0):max(0, (e - 1) * HOP + half + 1)]   # the ends (no copy of all)
+        chunk = np.pad(chunk, (max(0, -lo), 0))
+        chunk = np.pad(chunk, (0, max(0, (e - s - 1) * HOP + N_FFT - len(chunk))))
+        idx = (np.arange(e - s) * HOP)[:, None] + np.arange(N_FFT)[None]  # (e - s, N_FFT)
+        spec = np.fft.rfft(chunk[idx] * window, axis=1)[:, band]
         power[s:e] = (np.abs(spec) ** 2).mean(1)
     db = 10 * np.log10(power + 1e-12)
     db = np.maximum(db, np.percentile(db, 99) - DYNAMIC_DB)

@@ -23,18 +23,23 @@ FALLBACK_FILE = "audio2expression_mel.pt"   # log-mel features, when Whisper is 
 CHUNK_FRAMES = 500                   # video frames per network call (20 s at 25 fps)
 SILENCE_DBFS = -60.0                 # frames quieter than this rest the mouth, ...
 SILENCE_BELOW_PEAK_DB = 40.0         # ... as do frames this far under the utterance's loud frames
+ACTIVITY_BLOCK = 9000                # video frames per block of the activity gate (6 min)
 
 
 def normalize_features(feats: np.ndarray) -> np.ndarray:
-    """Per-band mean and variance normalisation over the utterance (CMVN), float32[T x D].
+    """Per-band mean and variance normalisation over the utterance (CMVN), float32[T x D],
+    in place (an hour of features is ~0.3 GB: no second copy).
 
     A microphone's or room's steady colouring and the recording level are per-band
     offsets in log-mel: removing them is what lets a model trained on synthetic voices
     hear real recordings.
     """
+    feats = np.asarray(feats, np.float32)
     mean = feats.mean(0, keepdims=True)
     std = feats.std(0, keepdims=True)
-    return ((feats - mean) / (std + 0.05)).astype(np.float32)
+    feats -= mean
+    feats /= std + 0.05
+    return feats
 
 
 def speech_activity(audio: np.ndarray, n_frames: int, fps: float = FPS) -> np.ndarray:
@@ -43,8 +48,14 @@ def speech_activity(audio: np.ndarray, n_frames: int, fps: float = FPS) -> np.nd
     turn pure silence into "average speech"; this gate keeps the mouth at rest there."""
     hop = SAMPLE_RATE / fps
     edges = np.minimum((np.arange(n_frames + 1) * hop).astype(int), len(audio))
-    power = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
-    energy = power[edges[1:]] - power[edges[:-1]]                # 0 past the audio's end
+    energy = np.zeros(n_frames)                                  # 0 past the audio's end
+    for a in range(0, n_frames, ACTIVITY_BLOCK):                # block-wise: flat memory
+        b = min(n_frames, a + ACTIVITY_BLOCK)
+        lo, hi = edges[a], edges[b]
+        if hi > lo:
+            power = np.concatenate([[0.0], np.cumsum(np.square(audio[lo:hi], dtype=np.float64))])
+            e = edges[a:b + 1] - lo
+            energy[a:b] = power[e[1:]] - power[e[:-1]]
     counts = np.maximum(np.diff(edges), 1)
     db = 10 * np.log10(energy / counts + 1e-12)
     floor = max(SILENCE_DBFS, np.percentile(db, 95) - SILENCE_BELOW_PEAK_DB) if n_frames else 0.0

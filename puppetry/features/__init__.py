@@ -108,12 +108,15 @@ def encode_in_windows(encode: Callable[[np.ndarray], np.ndarray], audio: np.ndar
     step = round(window_s * SAMPLE_RATE / hop) - 2 * context  # frames kept per call
     if total <= step + 2 * context:  # one call covers it all
         return encode(audio)[:total]
-    parts = []
+    out = None                                   # filled in place: no second copy
     for start in range(0, total, step):
         stop = min(total, start + step)
         lo, hi = max(0, start - context), min(total, stop + context)
-        parts.append(encode(audio[lo * hop: hi * hop])[start - lo: stop - lo])
-    return np.concatenate(parts)
+        part = encode(audio[lo * hop: hi * hop])[start - lo: stop - lo]
+        if out is None:
+            out = np.empty((total, part.shape[1]), np.float32)
+        out[start:stop] = part
+    return out
 
 
 def load_features(spec: str = "mel") -> Features:
