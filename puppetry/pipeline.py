@@ -47,9 +47,11 @@ def render(portrait: Portrait, motion: Motion, config: RenderConfig = RenderConf
         return
     global _JOB
     _JOB = (renderer, motion)             # inherited by the forked workers, never pickled
-    with mp.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        yield from pool.imap(_render_one, range(len(motion)), chunksize=PARALLEL_CHUNK)
-    _JOB = None
+    try:
+        with mp.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            yield from pool.imap(_render_one, range(len(motion)), chunksize=PARALLEL_CHUNK)
+    finally:
+        _JOB = None                       # also when the caller stops early
 
 
 PARALLEL_MIN_FRAMES = 50   # shorter motions render in this process

@@ -54,6 +54,12 @@ class RenderConfig:
     threads: int = 1                 # torch threads per renderer (2 spin-wait badly beside the encoder)
 
 
+def _with_centres(points: np.ndarray) -> np.ndarray:
+    """float[468 x C] mesh points -> float[471 x C], adding the mouth and eye fan centres."""
+    return np.concatenate([points, [points[MOUTH_LOOP].mean(0)], [points[EYE_LOOPS[0]].mean(0)],
+                           [points[EYE_LOOPS[1]].mean(0)]])
+
+
 def _fan(loop: list[int], centre: int) -> list[tuple[int, int, int]]:
     return [(centre, a, b) for a, b in zip(loop, loop[1:] + loop[:1])]
 
@@ -79,8 +85,7 @@ class WarpRenderer:
         self.faces = torch.tensor(np.concatenate([M.face_model().triangles, fans]), dtype=torch.long)
         # triangles around the eyes and the mouth get an exact, full-resolution flow
         # (eyelids and lip edges move by a few pixels; a coarse flow would blur that)
-        shape = np.concatenate([p.shape, [p.shape[MOUTH_LOOP].mean(0)], [p.shape[EYE_LOOPS[0]].mean(0)],
-                                [p.shape[EYE_LOOPS[1]].mean(0)]])
+        shape = _with_centres(p.shape)
         centres = shape[[MOUTH_C, EYE_R_C, EYE_L_C]]
         near = (np.linalg.norm(shape[:, None] - centres[None], axis=-1) < config.fine_iod).any(1)
         fine = torch.from_numpy(near[self.faces.numpy()].all(1))
@@ -89,16 +94,14 @@ class WarpRenderer:
         mouth_fan[self.n_skin:self.n_skin + self.n_mouth] = True
         self.fine_is_mouth = mouth_fan[fine]
         # 2. per-vertex attributes: source position (pixels) and hole coordinates
-        src = p.landmarks[:N_MESH, :2]
-        centres = [src[MOUTH_LOOP].mean(0), src[EYE_LOOPS[0]].mean(0), src[EYE_LOOPS[1]].mean(0)]
         attr = np.zeros((N_MESH + 3, 4), np.float32)   # source x, y; eye R, eye L weights
-        attr[:, :2] = np.concatenate([src, centres])
+        attr[:, :2] = _with_centres(p.landmarks[:N_MESH, :2])
         attr[EYE_R_C, 2] = attr[EYE_L_C, 3] = 1.0
         self.attr = torch.from_numpy(attr)
         self.shape = torch.from_numpy(p.shape)
         self.basis = torch.from_numpy(p.basis).reshape(len(p.basis), -1)
-        # 3. images as tensors: portrait (rgb + alpha) and the background plate
-        # the canvas unmixed against the background plate: premultiplied person + alpha
+        # 3. images as tensors: the canvas unmixed against the background plate
+        #    (premultiplied person + alpha), the canvas itself, the plate
         rgb, bg = p.image / np.float32(255), p.background / np.float32(255)
         premul = rgb - (1 - p.alpha[..., None]) * bg
         self.source = torch.from_numpy(np.concatenate([premul, p.alpha[..., None]], -1)
@@ -217,8 +220,7 @@ class WarpRenderer:
         s = cfg.raster_scale
         # 1. driven, posed mesh with the three fan centres
         pts = self.posed_vertices(frame)
-        verts = np.concatenate([pts, [pts[MOUTH_LOOP].mean(0)], [pts[EYE_LOOPS[0]].mean(0)],
-                                [pts[EYE_LOOPS[1]].mean(0)]]).astype(np.float32)
+        verts = _with_centres(pts).astype(np.float32)
         # 2. gaze moves the eye interiors (iris and sclera) inside the lids
         gaze = gaze_from_expression(np.asarray(frame.expression))          # (2 eyes, 2)
         gaze = gaze + np.float32(GAZE_IOD) * np.asarray(frame.gaze, np.float32)
