@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,eval,tts]'
+	$(BIN)/python -m pip install -q -e '.[test,eval,tts,serve,demo]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the bundled portrait says the bundled speech -> out.mp4

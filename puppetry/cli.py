@@ -40,6 +40,17 @@ def _fit_style(args) -> None:
     print(f"wrote {args.output}: speaking style of {args.video}")
 
 
+def _demo(args) -> None:
+    from .ui.demo import launch
+    launch(host=args.host, port=args.port)
+
+
+def _serve(args) -> None:
+    from .ui.server import ServerConfig, serve
+    serve(ServerConfig(host=args.host, port=args.port, size=args.size, fps=args.fps,
+                       max_sessions=args.max_sessions))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="puppetry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("video", help="a video of the person talking, face visible")
     f.add_argument("-o", "--output", required=True, help="style file, .json")
     f.set_defaults(run=_fit_style)
+
+    d = sub.add_parser("demo", help="the browser demo (Gradio): upload a portrait and speech")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    d.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    d.set_defaults(run=_demo)
+
+    s = sub.add_parser("serve", help="the streaming avatar server (WebSocket) and its browser page")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--size", type=int, default=256, help="frame size in pixels (default 256)")
+    s.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
+    s.add_argument("--max-sessions", type=int, default=None,
+                   help="sessions served at once; more are refused (default: what this machine "
+                        "keeps real-time, docs/streaming.md)")
+    s.set_defaults(run=_serve)
     return parser
 
 

@@ -94,6 +94,9 @@ class AnimateJob:
     seed: int = 0                 # head motion, blinks and gaze
     still: bool = False           # no head motion (blinks stay)
     motion_scale: float = 1.0     # head motion amount
+    intensity: float = 1.0        # mouth expression strength (1 = as predicted)
+    blink_rate: float = 15.0      # blinks per minute (0 = none)
+    pose_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)   # yaw, pitch, roll added, degrees
     model: str | None = None      # Audio2Expression checkpoint; None = the shipped one
     style: str | None = None      # person style JSON from ``puppetry fit-style``
     motion: str | None = None     # MOTION.json pose codes to combine with the generated ones
@@ -114,9 +117,15 @@ def speech_to_motion(audio: np.ndarray, job: AnimateJob = AnimateJob()) -> Motio
     expressions = SpeechToExpression.load(job.model)(audio, fps=job.fps)
     if job.style:
         expressions = Style.load(job.style).apply(expressions)
+    if job.intensity != 1.0:
+        if not 0.0 <= job.intensity <= 3.0:
+            raise ValueError(f"intensity {job.intensity}: use 0 (closed) to 3 (3x the predicted mouth)")
+        expressions = np.clip(expressions * job.intensity, 0.0, 1.0)
     # 2. head motion, blinks and gaze from the audio, seeded
     motion = speech_motion(audio, expressions, job.fps, seed=job.seed,
-                           motion_scale=job.motion_scale, still=job.still)
+                           motion_scale=job.motion_scale, still=job.still, blink_rate=job.blink_rate)
+    if any(job.pose_offset):
+        motion.rotation[:] += np.asarray(job.pose_offset, np.float32)
     # 3. the user's own pose codes, added or in place of the generated ones
     if job.motion:
         motion = combine_motion(motion, load_motion(job.motion), mode=job.motion_mode)
@@ -136,9 +145,12 @@ def animate(portrait: Portrait, audio: np.ndarray, job: AnimateJob = AnimateJob(
 
 
 def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = AnimateJob(), *,
-                  text: str | None = None, expressions_out=None) -> dict:
+                  text: str | None = None, expressions_out=None, progress=None) -> dict:
     """``puppetry animate``: portrait + speech (an audio/video file, or ``text`` through the
-    offline TTS voice) -> H.264 + AAC mp4 with the speech in sync. Returns timings (s)."""
+    offline TTS voice) -> H.264 + AAC mp4 with the speech in sync. Returns timings (s).
+
+    ``progress``, if given, is called as ``progress(done, total, stage)`` with frames done.
+    """
     from .audio import SAMPLE_RATE, load_audio
     from .expression.export import write_curves
 
@@ -155,8 +167,11 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
     else:
         audio = load_audio(audio_path)
     # 3. expressions and motion from the speech
+    report = progress or (lambda done, total, stage: None)
+    report(0, 1, "listening to the speech")
     motion = speech_to_motion(audio, job)
     # 4. the portrait
+    report(0, 1, "reading the portrait")
     portrait = load_portrait(portrait_path, size=job.size, frame=job.frame)
     t1 = time.perf_counter()
     # 5. frames streamed to the encoder with the speech
@@ -164,9 +179,11 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
     first = []
 
     def stamped(frames):
-        for frame in frames:
+        for i, frame in enumerate(frames):
             if not first:
                 first.append(time.perf_counter())
+            if i % 5 == 0:
+                report(i, len(motion), "rendering")
             yield frame
 
     write_video(out_path, stamped(render(portrait, motion, job.renderer)), fps=job.fps,
