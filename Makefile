@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,12 +15,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## the bundled portrait says the bundled speech -> out.mp4
 	$(BIN)/puppetry animate astronaut puppetry/assets/speech_en.ogg -o out.mp4
 
-test: $(STAMP)  ## the test suite
+browser:  ## Debian's chromium, which the browser tests drive through Playwright
+	@command -v chromium >/dev/null || [ -n "$$PUPPETRY_CHROMIUM" ] || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: $(STAMP) browser  ## the test suite
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)  ## the benchmark tables of docs/benchmarks.md
 	$(BIN)/python pipelines/benchmark_render.py
 	$(BIN)/python pipelines/evaluate_lipsync.py
+	$(BIN)/python pipelines/benchmark_stream.py
 
 clean:
 	rm -rf $(VENV) out.mp4

@@ -1,7 +1,7 @@
 """Lip sync on real clips: drive a still frame of each speaker with the clip's own audio,
 re-track the generated video and the real one, and compare mouth openings over time.
 
-    python pipelines/evaluate_lipsync.py [--model PATH] [--features SPEC]
+    python pipelines/evaluate_lipsync.py [--model PATH] [--features SPEC] [--stream]
         [--predictor model|loudness] [--portrait-frame closed|first]
         [--out docs/benchmarks_lipsync.md] [--videos-out /tmp/puppetry_lipsync]
 
@@ -94,6 +94,26 @@ def model_predictor(path: Path, features: str | None, fps: float) -> Predict:
                              f"({s2e.dims.features}): pass a matching extractor")
         s2e.features = extractor
     return lambda audio, n_frames: s2e(audio, n_frames=n_frames, fps=fps)
+
+
+def stream_predictor(path: Path | None, fps: float) -> Predict:
+    """An Audio2Expression checkpoint run as a stream (``ExpressionStream``), fed 20 ms
+    chunks as from a microphone; frames past the audio's are held at the last one."""
+    from puppetry.expression.stream import ExpressionStream
+
+    model = ExpressionStream.load(path, fps=fps).model
+    chunk = SAMPLE_RATE // 50                                            # 20 ms
+
+    def predict(audio: np.ndarray, n_frames: int) -> np.ndarray:
+        stream = ExpressionStream(model, fps)                            # a fresh session per clip
+        out = [stream.push(audio[i:i + chunk]) for i in range(0, len(audio), chunk)]
+        out = np.concatenate([*out, stream.flush(), np.zeros((0, N_EXPRESSIONS), np.float32)])
+        if len(out) < n_frames:
+            out = np.concatenate([out, np.repeat(out[-1:] if len(out) else
+                                                 np.zeros((1, N_EXPRESSIONS), np.float32),
+                                                 n_frames - len(out), 0)])
+        return out[:n_frames]
+    return predict
 
 
 def loudness_predictor(fps: float) -> Predict:
@@ -441,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", default=None,
                         help="feature extractor replacing the one the checkpoint names, "
                              "e.g. mel or wav2vec2:/path (default: the checkpoint's)")
+    parser.add_argument("--stream", action="store_true",
+                        help="run the model as a stream (ExpressionStream, 20 ms chunks; "
+                             "default --model: the shipped streaming model)")
     parser.add_argument("--predictor", choices=(MODEL, LOUDNESS), default=MODEL,
                         help="evaluate the model (with the loudness baseline beside it), "
                              "or only the loudness baseline")
@@ -467,10 +490,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.predictor == MODEL:
         path = args.model or default_model_path()
         try:
-            predictors = {MODEL: model_predictor(path, args.features, fps), **predictors}
+            if args.stream:
+                from puppetry.expression.stream import default_stream_model_path
+
+                path = args.model or default_stream_model_path()
+                predictors = {MODEL: stream_predictor(path, fps), **predictors}
+            else:
+                predictors = {MODEL: model_predictor(path, args.features, fps), **predictors}
         except FileNotFoundError as err:
             parser.error(f"{err}; or evaluate the baseline alone with --predictor loudness")
-        main_name, model_text = MODEL, f"`{path}`"
+        main_name, model_text = MODEL, f"`{path}`" + (" as a stream" if args.stream else "")
 
     # Steps 1-6 on every dev video, then the speech files on the bundled portrait.
     clips = []

@@ -5,17 +5,23 @@
     python pipelines/train_audio2expression.py --data data/speech --out puppetry/assets/audio2expression.pt
 
 1. Corpus: every utterance of the shards (clean ones and their stored noisy, reverberant,
-   pitch-, tempo- and codec-augmented variants) with its 100 Hz ARKit targets.
+   pitch-, tempo- and codec-augmented variants) with its 100 Hz ARKit targets. With
+   ``--normalize running``, the per-band mean and std of the training voices' speech
+   frames, stored in the model's dims as the prior of the causal normalisation.
 2. Split by voice (engine + voice, any rate and pitch): a tenth of the voices never seen
    in training, for validation (never Piper's, which has only one).
 3. Batches: random crops of ``--frames`` video frames. The utterance's audio gets a random
    gain (-12..+6 dB) and, half the time, white or pink noise (10..35 dB SNR); features of
-   the whole utterance are normalised per band over it (as at inference), half the time
-   with a band and a time span masked (SpecAugment); windows per video frame, targets
-   sampled at the frame times.
+   the whole utterance are normalised per band as at inference (``--normalize``:
+   ``utterance`` = CMVN over it, offline only; ``running`` = causal CMVN from the corpus
+   prior and the speech frames so far, :class:`~puppetry.expression.model.RunningNorm`,
+   what a stream computes), half the time with a band and a time span masked
+   (SpecAugment); windows per video frame (``--lookahead-ms`` of them after the frame's
+   time; centred by default), targets sampled at the frame times.
 4. Loss: L1 on the speech expressions + L1 on their frame-to-frame change (so the
    temporal filter learns timing, not only level) + extra weight on lip closures
-   (+ with ``--aperture``, L1 on the lip aperture jawOpen - mouthClose).
+   (+ with ``--aperture``, L1 on the lip aperture jawOpen - mouthClose). The temporal
+   filter blends ``--filter-lookahead`` frames after each frame (centred by default).
 5. One training loop (AdamW, cosine schedule); validation on the held-out voices.
 6. Save: weights, ModelDims, the corpus recipe, this command, the commit and the
    validation losses, in one self-describing file.
@@ -38,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from puppetry.audio import SAMPLE_RATE  # noqa: E402
 from puppetry.expression.arkit import INDEX  # noqa: E402
-from puppetry.expression.model import Audio2Expression, ModelDims  # noqa: E402
-from puppetry.expression.speech import normalize_features  # noqa: E402
-from puppetry.features import frame_windows, load_features  # noqa: E402
+from puppetry.expression.model import (NORM_LEVEL_FLOOR, NORM_LEVEL_RANGE, Audio2Expression,  # noqa: E402
+                                       ModelDims, normalize_features)
+from puppetry.features import load_features  # noqa: E402
 
 FPS = 25.0
 TARGET_RATE = 100          # corpus targets, frames/s
@@ -92,8 +98,7 @@ class Batches:
             if i not in self.cache:
                 self.cache[i] = self.features(audio)
             feats = self.cache[i]
-        if self.dims.normalize:
-            feats = normalize_features(np.array(feats))          # a copy: the cache stays raw
+        feats = normalize_features(np.array(feats), self.dims)      # a copy: the cache stays raw
         if augment and self.rng.random() < 0.5:                      # SpecAugment-style masks
             feats = feats.copy()
             b = self.rng.integers(0, feats.shape[1] - 8)
@@ -106,7 +111,8 @@ class Batches:
         times = t0 + np.arange(self.frames) / FPS
         w = self.dims.window
         idx = np.floor(times * self.dims.feature_rate + 0.5).astype(int)
-        win = feats[np.clip(idx[:, None] + np.arange(w)[None] - w // 2, 0, len(feats) - 1)]
+        win = feats[np.clip(idx[:, None] + np.arange(w)[None] - (w - 1 - self.dims.window_after),
+                            0, len(feats) - 1)]
         tgt = targets[np.clip(np.round(times * TARGET_RATE).astype(int), 0, len(targets) - 1)]
         return win, tgt
 
@@ -130,6 +136,20 @@ def loss_fn(pred, target, closure_cols, aperture=None):
     return loss
 
 
+def corpus_prior(items, features) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band mean and std of the speech frames of ``items``' clean features (the frames
+    RunningNorm counts: loud enough, and within range of the utterance's loudest)."""
+    total, total2, count = 0.0, 0.0, 0
+    for audio, _, _ in items:
+        f = features(audio).astype(np.float64)                       # (T, D)
+        level = f.mean(1)
+        f = f[(level > NORM_LEVEL_FLOOR) & (level > np.maximum.accumulate(level) - NORM_LEVEL_RANGE)]
+        total, total2, count = total + f.sum(0), total2 + (f * f).sum(0), count + len(f)
+    mean = total / count
+    std = np.sqrt(np.maximum(total2 / count - mean ** 2, 1e-8))
+    return tuple(round(float(x), 5) for x in mean), tuple(round(float(x), 5) for x in std)
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -149,9 +169,15 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-normalize", action="store_true", help="no per-utterance CMVN")
+    ap.add_argument("--normalize", choices=("utterance", "running", "none"), default="utterance",
+                    help="feature normalisation: CMVN over the utterance (offline only), causal "
+                         "CMVN with a corpus prior (streamable), or none")
     ap.add_argument("--aperture", action="store_true", help="add the lip-aperture loss term")
     ap.add_argument("--window-ms", type=float, default=240.0, help="feature window per video frame")
+    ap.add_argument("--lookahead-ms", type=float, default=None,
+                    help="window after the frame's time (default: half the window, centred)")
+    ap.add_argument("--filter-lookahead", type=int, default=None,
+                    help="temporal-filter frames after each frame (default: half, centred)")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -162,7 +188,9 @@ def main(argv=None):
     dims = replace(ModelDims(), features=features.name, feature_dim=features.dim,
                    feature_rate=float(features.rate),
                    window=max(1, round(args.window_ms / 1000 * features.rate)),
-                   normalize=not args.no_normalize)
+                   lookahead=None if args.lookahead_ms is None else round(args.lookahead_ms / 1000 * features.rate),
+                   filter_lookahead=args.filter_lookahead,
+                   normalize={"utterance": True, "running": "running", "none": False}[args.normalize])
     items = load_corpus(args.data, dims.outputs)
     recipe = json.loads((args.data / "recipe.json").read_text())
     # 2. split by voice
@@ -173,6 +201,11 @@ def main(argv=None):
     val = [it for it in items if it[2] in held]
     print(f"{len(items)} utterances ({len(train)} train, {len(val)} val), {len(voices)} voices, "
           f"features {features.name} ({features.dim} x {features.rate:g} Hz)", flush=True)
+    if dims.normalize == "running":
+        mean, std = corpus_prior(train, features)
+        dims = replace(dims, norm_mean=mean, norm_std=std)
+    print(f"look-ahead {dims.window_after} feature frames + {dims.filter_after} filter frames "
+          f"= {dims.lookahead_s * 1000:.0f} ms (+ the features' own)", flush=True)
     train_b = Batches(train, features, dims, args.frames, rng)
     val_b = Batches(val, features, dims, args.frames, np.random.default_rng(2))
     val_set = [val_b(args.batch, augment=False) for _ in range(8)]

@@ -123,6 +123,19 @@ def test_frame_windows_indices_and_edges():
         frame_windows(np.zeros(10), 100, 5)
 
 
+def test_frame_windows_lookahead():
+    features = np.arange(100, dtype=np.float32)[:, None]  # value = frame index
+    centred = frame_windows(features, rate=100, n_frames=25, fps=25, window=16)
+    np.testing.assert_array_equal(frame_windows(features, 100, 25, 25, 16, lookahead=7), centred)
+    w = frame_windows(features, 100, 25, 25, 30, lookahead=6)  # 230 ms past, 60 ms ahead
+    np.testing.assert_array_equal(w[10, :, 0], np.arange(40 - 23, 40 + 7))
+    assert w[10, 23, 0] == 40  # index window - 1 - lookahead is the frame's time
+    np.testing.assert_array_equal(frame_windows(features, 100, 3, 25, 4, lookahead=0)[2, :, 0], [5, 6, 7, 8])
+    for bad in (-1, 16):
+        with pytest.raises(ValueError, match="lookahead"):
+            frame_windows(features, 100, 5, 25, 16, lookahead=bad)
+
+
 def test_frame_windows_click_in_centre():
     mel = MelFeatures()
     w = frame_windows(mel(_click(2.0, at=1.0)), mel.rate, n_frames=50)  # 25 fps, 16 frames

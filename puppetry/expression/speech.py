@@ -17,6 +17,7 @@ from ..drive.frames import FPS
 from ..features import check_audio, frame_windows, load_features
 from .arkit import N_EXPRESSIONS
 from .model import Audio2Expression
+from .model import normalize_features as model_normalize
 
 MODEL_FILE = "audio2expression.pt"          # in puppetry/assets: Whisper tiny.en features
 FALLBACK_FILE = "audio2expression_mel.pt"   # log-mel features, when Whisper is not installed
@@ -108,14 +109,13 @@ class SpeechToExpression:
         out = np.zeros((n, N_EXPRESSIONS), np.float32)
         if n == 0 or len(audio) == 0:
             return out
-        feats = self.features(audio)                                   # (T_f, D)
-        if self.dims.normalize:
-            feats = normalize_features(feats)
-        ctx = self.dims.filter_size // 2
+        feats = model_normalize(self.features(audio), self.dims)        # (T_f, D), as trained
+        before = self.dims.filter_size - 1 - self.dims.filter_after     # filter context, frames
         for s in range(0, n, CHUNK_FRAMES):
             e = min(n, s + CHUNK_FRAMES)
-            a, b = max(0, s - ctx), min(n, e + ctx)
-            w = frame_windows(feats, self.features.rate, b - a, fps, self.dims.window, start=a)
+            a, b = max(0, s - before), min(n, e + self.dims.filter_after)
+            w = frame_windows(feats, self.features.rate, b - a, fps, self.dims.window, start=a,
+                              lookahead=self.dims.window_after)
             y = self.model(torch.from_numpy(w)[None])[0]                # (b-a, K)
             out[s:e] = self.model.to_arkit(y[s - a:e - a]).numpy()
         return out * speech_activity(audio, n, fps)[:, None]

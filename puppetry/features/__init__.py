@@ -69,13 +69,16 @@ def check_audio(audio: np.ndarray) -> np.ndarray:
 
 
 def frame_windows(features: np.ndarray, rate: float, n_frames: int, fps: float = FPS,
-                  window: int = WINDOW, start: int = 0) -> np.ndarray:
-    """For each video frame, the ``window`` feature frames centred on its time.
+                  window: int = WINDOW, start: int = 0, lookahead: int | None = None) -> np.ndarray:
+    """For each video frame, the ``window`` feature frames around its time.
 
     features : float32[T x D], feature frame ``j`` centred at ``j / rate`` seconds
+    lookahead: feature frames of the window after the one at the frame's time
+               (``0 .. window-1``); None: ``window - 1 - window // 2``, centred
     returns  : float32[n_frames x window x D]; row ``i`` holds feature frames
-               ``round(i * rate / fps) - window // 2 + k`` for ``k = 0 .. window-1``, so
-               its centre (index ``window // 2``) is the feature frame at ``i / fps``.
+               ``round(i * rate / fps) - (window - 1 - lookahead) + k`` for
+               ``k = 0 .. window-1``, so index ``window - 1 - lookahead`` (``window // 2``
+               when centred) is the feature frame at ``i / fps``.
                Frames before the start or past the end repeat the first or last one.
                With ``start``, rows are video frames ``start .. start + n_frames - 1``.
     """
@@ -83,11 +86,13 @@ def frame_windows(features: np.ndarray, rate: float, n_frames: int, fps: float =
     if features.ndim != 2 or len(features) == 0:
         raise ValueError(f"features have shape {features.shape}: pass float32[T x D] with "
                          f"T >= 1 (one row per feature frame)")
-    if not (rate > 0 and fps > 0 and window >= 1 and n_frames >= 0):
-        raise ValueError(f"rate={rate}, fps={fps}, window={window}, n_frames={n_frames}: use "
-                         f"rate > 0, fps > 0, window >= 1 and n_frames >= 0")
+    after = window - 1 - window // 2 if lookahead is None else lookahead
+    if not (rate > 0 and fps > 0 and window >= 1 and n_frames >= 0 and 0 <= after < window):
+        raise ValueError(f"rate={rate}, fps={fps}, window={window}, n_frames={n_frames}, "
+                         f"lookahead={lookahead}: use rate > 0, fps > 0, window >= 1, "
+                         f"n_frames >= 0 and lookahead 0..window-1 (or None)")
     centre = np.floor(np.arange(start, start + n_frames) * (rate / fps) + 0.5).astype(np.int64)  # (n,)
-    index = centre[:, None] + np.arange(window)[None, :] - window // 2  # (n, window)
+    index = centre[:, None] + np.arange(window)[None, :] - (window - 1 - after)  # (n, window)
     return features[np.clip(index, 0, len(features) - 1)]  # (n, window, D)
 
 

@@ -1,0 +1,269 @@
+"""A live avatar: speech arrives in chunks, frames leave at the video rate.
+
+:class:`AvatarStream` is one session of the streaming server without any networking: push
+16 kHz audio as it arrives, call :meth:`AvatarStream.next_frame` once per tick, and get the
+face saying it, or idling (breathing sway, blinks, gaze) between utterances.
+
+>>> live = AvatarStream(puppetry.load_portrait("astronaut", size=256))
+>>> live.push_audio(chunk)              # float32[n], 16 kHz, any n, as it arrives
+>>> frame = live.next_frame()           # StreamFrame, once per 1/fps seconds
+>>> live.end_utterance()                # the speaker is done: finish the last frames
+>>> live.reset()                        # barge-in: drop the utterance at once
+
+An utterance's frame ``i`` shows the face at ``i / fps`` seconds into its audio; it is
+ready once ``lookahead_s`` seconds of audio after that time have arrived (or the utterance
+has ended). Until its first frame is ready the face keeps idling, so the stream never
+stalls; an utterance gives exactly ``round(duration * fps)`` frames.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .drive import idle
+from .drive.frames import FPS, DrivingFrame
+from .expression.arkit import INDEX, N_EXPRESSIONS
+from .portrait import Portrait
+from .render.warp import RenderConfig, WarpRenderer
+
+IDLE_BLOCK_S = 120.0      # idle motion is generated this many seconds at a time, ...
+IDLE_FADE_S = 1.0         # ... and consecutive blocks cross-fade over this long
+NOD_DEG = 2.5             # pitch of a nod on a stressed syllable at full jaw emphasis, degrees
+NOD_FAST_S, NOD_SLOW_S = 0.08, 0.5   # time constants of the jaw envelopes whose difference nods
+SPEAKING_SWAY = 1.4       # idle sway is this much larger while speaking
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Knobs of one streaming session (override with ``dataclasses.replace``)."""
+
+    size: int = 256               # frame side, pixels
+    fps: float = FPS              # frames per second
+    seed: int = 0                 # idle sway, blinks and gaze
+    motion_scale: float = 1.0     # head motion amount (0 = still head; blinks stay)
+    blink_rate: float = idle.BLINK_RATE_PER_MIN   # blinks per minute
+    intensity: float = 1.0        # mouth strength (1 = as predicted)
+    model: str | None = None      # streaming Audio2Expression checkpoint; None = the shipped one
+    renderer: RenderConfig = RenderConfig()
+
+
+@dataclass
+class StreamFrame:
+    """One frame of a session, in sending order.
+
+    index     : frame number in the session, from 0
+    utterance : utterance number (from 1) this frame speaks, or None when idling
+    audio_t   : seconds into that utterance's audio this frame shows (``i / fps``), or None
+    weights   : float32[52] ARKit weights, 0..1, as rendered (mouth, blinks)
+    rotation  : (yaw, pitch, roll) degrees, as rendered
+    image     : uint8[H x W x 3] RGB
+    last      : True on an utterance's final frame
+    """
+
+    index: int
+    utterance: int | None
+    audio_t: float | None
+    weights: np.ndarray
+    rotation: tuple[float, float, float]
+    image: np.ndarray
+    last: bool = False
+
+
+class IdleTrack:
+    """Endless seeded idle motion: frame ``k`` -> (rotation degrees [3], blink 0..1, gaze [2]).
+
+    Generated ``IDLE_BLOCK_S`` at a time with a fresh seed per block and a cross-fade
+    between blocks, so an hour costs no more than two minutes.
+    """
+
+    def __init__(self, fps: float, seed: int, motion_scale: float, blink_rate: float):
+        self.fps, self.seed, self.scale, self.blink_rate = fps, seed, motion_scale, blink_rate
+        self.block = max(1, round(IDLE_BLOCK_S * fps))
+        self.fade = max(1, round(IDLE_FADE_S * fps))
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _make(self, k: int):
+        if k not in self._cache:
+            n, seed = self.block + self.fade, self.seed * 7919 + k
+            self._cache = {j: v for j, v in self._cache.items() if j >= k - 1}    # bounded
+            self._cache[k] = (idle.idle_head_motion(n, self.fps, seed=seed, scale=self.scale),
+                              idle.blink_curve(n, self.fps, seed=seed, rate_per_min=self.blink_rate),
+                              idle.gaze_saccades(n, self.fps, seed=seed))
+        return self._cache[k]
+
+    def __call__(self, index: int) -> tuple[np.ndarray, float, np.ndarray]:
+        k, i = divmod(index, self.block)
+        rotation, blink, gaze = (a[i] for a in self._make(k))
+        if i < self.fade and k > 0:                      # fade in from the previous block's tail
+            prev = self._make(k - 1)
+            w = (i + 1) / (self.fade + 1)
+            rotation = (1 - w) * prev[0][self.block + i] + w * rotation
+            gaze = (1 - w) * prev[2][self.block + i] + w * gaze
+            blink = max(blink, prev[1][self.block + i])
+        return rotation, float(blink), gaze
+
+
+@dataclass
+class _Utterance:
+    id: int
+    frames: deque = field(default_factory=deque)    # float32[52] each, computed, not yet shown
+    shown: int = 0
+    total: int | None = None                          # known once the utterance has ended
+
+    @property
+    def done(self) -> bool:
+        return self.total is not None and self.shown >= self.total
+
+
+class AvatarStream:
+    """One live session: a prepared portrait, a streaming Audio2Expression and idle motion.
+
+    Thread-safe in one way: :meth:`push_audio`, :meth:`end_utterance` and :meth:`reset`
+    may be called from any thread while another calls :meth:`next_frame`; they only queue
+    work, which :meth:`next_frame` does.
+    """
+
+    def __init__(self, portrait: Portrait, config: StreamConfig = StreamConfig(), expressions=None):
+        from .expression.stream import ExpressionStream
+        if not 0.0 <= config.intensity <= 3.0:
+            raise ValueError(f"intensity {config.intensity}: use 0 (closed) to 3")
+        if not 1.0 <= config.fps <= 60.0:
+            raise ValueError(f"fps {config.fps}: use 1 to 60 frames per second")
+        self.config = config
+        self.renderer = WarpRenderer(portrait, config.renderer)
+        self.expressions = expressions or ExpressionStream.load(config.model, fps=config.fps)
+        self.idle = IdleTrack(config.fps, config.seed, config.motion_scale, config.blink_rate)
+        self.lookahead_s = float(self.expressions.lookahead_s)  # audio a frame waits for, s
+        self.index = 0                 # frames made in this session
+        self._lock = threading.Lock()
+        self._events: list[tuple[int, np.ndarray | None]] = []   # (utterance, audio or None = end)
+        self._receiving = 0            # utterance taking audio now (0: none)
+        self._last_id = 0              # utterances numbered from 1
+        self._queue: deque[_Utterance] = deque()   # utterances with frames still to show
+        self._fast = self._slow = 0.0  # jaw envelopes for nods
+
+    # -- called by the receiving side ---------------------------------------------------
+    def push_audio(self, audio: np.ndarray) -> int:
+        """Queue speech: float32[n] at 16 kHz, -1..1. Opens an utterance if none is open;
+        returns the utterance's number."""
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim != 1:
+            raise ValueError(f"audio has shape {audio.shape}: push mono float32[n] at 16 kHz")
+        if not np.isfinite(audio).all():
+            raise ValueError("audio contains NaN or infinite samples: push finite PCM values")
+        with self._lock:
+            if not self._receiving:
+                self._last_id += 1
+                self._receiving = self._last_id
+            self._events.append((self._receiving, audio))
+            return self._receiving
+
+    def end_utterance(self) -> None:
+        """The speaker is done: the utterance's last frames follow without more audio."""
+        with self._lock:
+            if self._receiving:
+                self._events.append((self._receiving, None))
+                self._receiving = 0
+
+    def reset(self) -> None:
+        """Barge-in: drop every utterance not yet shown and its queued audio; the next
+        frame idles."""
+        with self._lock:
+            self._events.clear()
+            self._receiving = 0
+            self._events.append((0, None))             # handled by the frame side
+
+    @property
+    def next_utterance(self) -> int:
+        """The number the next :meth:`push_audio` gets if no utterance is open."""
+        return self._receiving or self._last_id + 1
+
+    @property
+    def speaking(self) -> bool:
+        """True while an utterance is open or has frames left to show."""
+        return bool(self._receiving or self._queue)
+
+    def first_frame_ready(self) -> bool:
+        """True if the next frame would be an utterance's first frame (for low-latency sends)."""
+        self._absorb()
+        return bool(self._queue) and self._queue[0].shown == 0 and bool(self._queue[0].frames)
+
+    # -- called once per tick ---------------------------------------------------------
+    def next_frame(self) -> StreamFrame:
+        """The next frame: the first queued utterance's next frame if it is ready, else an
+        idle one."""
+        self._absorb()
+        idle_rot, blink, gaze = self.idle(self.index)
+        weights = np.zeros(N_EXPRESSIONS, np.float32)
+        utterance = audio_t = None
+        last = False
+        while self._queue and self._queue[0].done:       # an utterance with no frames at all
+            self._queue.popleft()
+        if self._queue and self._queue[0].frames:
+            u = self._queue[0]
+            weights = np.clip(u.frames.popleft() * self.config.intensity, 0.0, 1.0)
+            utterance, audio_t = u.id, u.shown / self.config.fps
+            u.shown += 1
+            last = u.done
+            if last:
+                self._queue.popleft()
+        rotation = self._nod(weights, idle_rot, utterance is not None)
+        for name in ("eyeBlinkLeft", "eyeBlinkRight"):
+            weights[INDEX[name]] = max(weights[INDEX[name]], blink)
+        frame = DrivingFrame(weights, tuple(float(r) for r in rotation), (0.0, 0.0), 1.0,
+                             (float(gaze[0]), float(gaze[1])))
+        image = self.renderer.render_frame(frame)
+        out = StreamFrame(self.index, utterance, audio_t, weights, frame.rotation, image, last)
+        self.index += 1
+        return out
+
+    def skip(self, n: int) -> int:
+        """Drop the next ``n`` frames unrendered (an overloaded server catching up with
+        real time): speech frames are consumed so the face stays in sync with the audio.
+        Returns how many were skipped; frame indices jump by as many."""
+        self._absorb()
+        for _ in range(n):
+            while self._queue and self._queue[0].done:
+                self._queue.popleft()
+            if self._queue and self._queue[0].frames:
+                u = self._queue[0]
+                u.frames.popleft()
+                u.shown += 1
+                if u.done:
+                    self._queue.popleft()
+            self.index += 1
+        return n
+
+    def _absorb(self) -> None:
+        """Hand queued audio to the expression stream, in order; collect the frames it
+        completes into their utterances."""
+        with self._lock:
+            events, self._events = self._events, []
+        for uid, audio in events:
+            if uid == 0:                                   # reset
+                self.expressions.reset()
+                self._queue.clear()
+                continue
+            if not self._queue or self._queue[-1].id != uid:
+                self._queue.append(_Utterance(uid))
+            u = self._queue[-1]
+            if audio is None:
+                u.frames.extend(self.expressions.flush())
+                u.total = u.shown + len(u.frames)
+            else:
+                u.frames.extend(self.expressions.push(audio))
+
+    def _nod(self, weights: np.ndarray, idle_rot: np.ndarray, speaking: bool) -> np.ndarray:
+        """Idle sway (larger while speaking) plus a nod where the jaw opens more than its
+        recent average: a causal stand-in for stress."""
+        dt = 1.0 / self.config.fps
+        jaw = float(weights[INDEX["jawOpen"]])
+        self._fast += (jaw - self._fast) * min(1.0, dt / NOD_FAST_S)
+        self._slow += (jaw - self._slow) * min(1.0, dt / NOD_SLOW_S)
+        rotation = np.array(idle_rot, np.float64) * (SPEAKING_SWAY if speaking else 1.0)
+        rotation[1] += self.config.motion_scale * NOD_DEG * max(0.0, self._fast - self._slow) * 4.0
+        return rotation
+
