@@ -225,15 +225,15 @@ class AvatarStream:
         real time): speech frames are consumed so the face stays in sync with the audio.
         Returns how many were skipped; frame indices jump by as many."""
         self._absorb()
-        for _ in range(n):
+        for k in range(n):
             while self._queue and self._queue[0].done:
                 self._queue.popleft()
             if self._queue and self._queue[0].frames:
                 u = self._queue[0]
+                if u.total is not None and u.shown + 1 >= u.total:
+                    return k                        # an utterance's last frame is always shown
                 u.frames.popleft()
                 u.shown += 1
-                if u.done:
-                    self._queue.popleft()
             self.index += 1
         return n
 

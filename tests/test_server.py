@@ -258,3 +258,22 @@ def test_streaming_page_shows_frames_and_speaks(server, page):
     page.wait_for_function("document.getElementById('state').textContent === 'idle'", timeout=60_000)
     assert "ms" in page.locator("#latency").inner_text()
     assert page.locator("#error").inner_text() == ""
+
+
+def test_skipping_frames_keeps_sync_and_the_last_frame():
+    """An overloaded session skips frames: speech frames are consumed (the face stays with
+    the audio), indices jump, and an utterance's last frame is never skipped."""
+    from puppetry.portrait import load_portrait
+    from puppetry.stream import AvatarStream
+    live = AvatarStream(load_portrait("astronaut", size=256))
+    live.push_audio(speech_like(1.0))
+    live.end_utterance()
+    first = live.next_frame()
+    assert first.utterance == 1 and first.audio_t == 0
+    assert live.skip(10) == 10
+    after = live.next_frame()
+    assert after.index == first.index + 11 and after.audio_t == pytest.approx(11 / FPS)
+    assert live.skip(100) == 25 - 12 - 1                    # stops before the last frame
+    last = live.next_frame()
+    assert last.last and last.audio_t == pytest.approx(24 / FPS)
+    assert live.next_frame().utterance is None

@@ -304,8 +304,7 @@ class Session:
             due += period
             behind = self.loop.time() - due
             if behind > CATCH_UP_FRAMES * period:   # overloaded: skip frames, never drift
-                skip = int(behind / period)
-                await self.loop.run_in_executor(self.server.pool, self.avatar.skip, skip)
+                skip = await self.loop.run_in_executor(self.server.pool, self.avatar.skip, int(behind / period))
                 self.late += skip
                 due += skip * period
 
@@ -315,7 +314,7 @@ class Session:
                   "audio_t": None if frame.audio_t is None else round(frame.audio_t, 4),
                   "last": frame.last, "pose": [round(r, 2) for r in frame.rotation],
                   "weights": [round(float(w), 3) for w in frame.weights]}
-        if frame.audio_t == 0.0 and frame.utterance in self.first_audio:   # first audio -> first frame
+        if frame.utterance in self.first_audio:          # first audio -> first frame sent
             header["latency_ms"] = round(1000 * (time.perf_counter() - self.first_audio.pop(frame.utterance)), 1)
         if sum(isinstance(m, bytes) for m in self.outbox) >= self.config.send_buffer:
             oldest = next(i for i, m in enumerate(self.outbox) if isinstance(m, bytes))
