@@ -277,3 +277,52 @@ def test_skipping_frames_keeps_sync_and_the_last_frame():
     last = live.next_frame()
     assert last.last and last.audio_t == pytest.approx(24 / FPS)
     assert live.next_frame().utterance is None
+
+
+def test_streaming_page_sends_a_file_and_the_microphone(server, chromium_path, tmp_path):
+    """The page's other two inputs: an audio file, and a (fake) microphone."""
+    import soundfile
+    from playwright.sync_api import sync_playwright
+    wav = tmp_path / "hello.wav"
+    soundfile.write(wav, speech_like(1.5), 16000)
+    speaking = "document.getElementById('state').textContent.startsWith('speaking')"
+    idle = "document.getElementById('state').textContent === 'idle'"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
+        page = browser.new_page()
+        page.goto(server.http + "/")
+        page.wait_for_function("!document.getElementById('audiofile').disabled", timeout=60_000)
+        page.set_input_files("#audiofile", str(wav))
+        page.wait_for_function(speaking, timeout=60_000)
+        page.wait_for_function(idle, timeout=60_000)
+        page.click("#mic")                                   # Chromium's fake microphone
+        page.wait_for_function(speaking, timeout=60_000)
+        assert page.locator("#mic").inner_text() == "Stop microphone"
+        page.click("#mic")
+        page.wait_for_function(idle, timeout=60_000)
+        assert page.locator("#error").inner_text() == ""
+        browser.close()
+
+
+def test_puppetry_serve_command_starts_and_states_its_capacity(free_port):
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "puppetry.cli", "serve", "--port", str(free_port),
+                             "--max-sessions", "3"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        banner = proc.stdout.readline()
+        assert f"http://127.0.0.1:{free_port}/" in banner and "3 sessions" in banner
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/v1/health", timeout=1) as r:
+                    health = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert health["max_sessions"] == 3 and health["sessions"] == 0 and health["size"] == 256
+        with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/", timeout=5) as r:
+            assert b"live avatar" in r.read()
+    finally:
+        proc.terminate()
+        proc.wait(10)
