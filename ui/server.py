@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from puppetry.audio import SAMPLE_RATE, AudioError, from_pcm16
 from puppetry.expression.arkit import ARKIT_NAMES
