@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -82,19 +83,24 @@ class Server:
         self.max_sessions = config.max_sessions or default_max_sessions()
         self.sessions = 0
         self.portraits: OrderedDict[str, object] = OrderedDict()
+        self.lock = threading.Lock()                   # guards ``portraits``
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="render")
         self.stats: deque[dict] = deque(maxlen=1000)   # per finished utterance
 
     # -- portraits ----------------------------------------------------------------------
     def portrait(self, pid: str):
         """A prepared portrait by id (the bundled one is prepared on first use)."""
-        if pid not in self.portraits:
-            if pid != BUNDLED_ID:
-                raise ProtocolError(f"unknown portrait id {pid!r}: upload it with POST /v1/portraits "
-                                    f"first, or use {BUNDLED_ID!r}")
-            self._keep(pid, load_portrait(BUNDLED_ID, size=self.config.size))
-        self.portraits.move_to_end(pid)
-        return self.portraits[pid]
+        with self.lock:
+            found = self.portraits.get(pid)
+            if found is not None:
+                self.portraits.move_to_end(pid)
+                return found
+        if pid != BUNDLED_ID:
+            raise ProtocolError(f"unknown portrait id {pid!r}: upload it with POST /v1/portraits "
+                                f"first, or use {BUNDLED_ID!r}")
+        portrait = load_portrait(BUNDLED_ID, size=self.config.size)
+        self._keep(pid, portrait)
+        return portrait
 
     def add_portrait(self, data: bytes) -> str:
         """Prepare an uploaded image; returns its id (the same image gives the same id)."""
@@ -105,7 +111,9 @@ class Server:
         if not data:
             raise ValueError("portrait upload is empty: send the image bytes")
         pid = hashlib.sha1(data).hexdigest()[:16]
-        if pid not in self.portraits:
+        with self.lock:
+            known = pid in self.portraits
+        if not known:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "portrait"
                 path.write_bytes(data)
@@ -113,9 +121,10 @@ class Server:
         return pid
 
     def _keep(self, pid: str, portrait) -> None:
-        self.portraits[pid] = portrait
-        while len(self.portraits) > self.config.max_portraits:
-            self.portraits.popitem(last=False)
+        with self.lock:                                # called from the render threads
+            self.portraits[pid] = portrait
+            while len(self.portraits) > self.config.max_portraits:
+                self.portraits.popitem(last=False)
 
 
 class Session:
