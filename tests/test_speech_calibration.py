@@ -1,0 +1,54 @@
+"""The lip calibration applied to the speech model's curves (LipCalibration)."""
+import numpy as np
+
+from puppetry.expression.arkit import INDEX, N_EXPRESSIONS
+from puppetry.expression.model import Audio2Expression, ModelDims
+from puppetry.expression.speech import LipCalibration, SpeechToExpression, calibrate_lips
+
+CAL = LipCalibration(dead_zone=0.15, open_gain=2.55, press_full=0.35, roll_full=0.5)
+JAW, CLOSE, PRESS, ROLL = (INDEX[n] for n in ("jawOpen", "mouthClose", "mouthPressLeft",
+                                               "mouthRollLower"))
+
+
+def test_zero_stays_zero_and_default_is_identity():
+    zero = np.zeros((5, N_EXPRESSIONS), np.float32)
+    assert not calibrate_lips(zero, CAL).any()
+    x = np.random.default_rng(0).uniform(0, 1, (20, N_EXPRESSIONS)).astype(np.float32)
+    x[:, CLOSE] = np.minimum(x[:, CLOSE], x[:, JAW])
+    np.testing.assert_allclose(calibrate_lips(x, LipCalibration()), x)
+
+
+def test_jaw_map_is_monotonic_closes_small_and_opens_large():
+    x = np.zeros((101, N_EXPRESSIONS), np.float32)
+    x[:, JAW] = np.linspace(0, 1, 101)
+    jaw = calibrate_lips(x, CAL)[:, JAW]
+    assert (np.diff(jaw) >= 0).all() and jaw.min() >= 0 and jaw.max() <= 1
+    assert (jaw[x[:, JAW] <= CAL.dead_zone] == 0).all()          # lips in contact
+    assert jaw[40] > 0.4                                          # a vowel opens wider
+
+
+def test_press_and_tucked_lip_pull_the_jaw_and_mouth_close_stays_under_it():
+    x = np.zeros((3, N_EXPRESSIONS), np.float32)
+    x[:, JAW], x[:, CLOSE] = 0.4, 0.3
+    x[0, INDEX["mouthPressLeft"]] = CAL.press_full                # a full press: shut
+    x[1, ROLL] = CAL.roll_full / 2                                 # half-tucked lower lip
+    y = calibrate_lips(x, CAL)
+    assert y[0, JAW] == 0 and y[0, CLOSE] == 0
+    assert 0 < y[1, JAW] < y[2, JAW]
+    assert (y[:, CLOSE] <= y[:, JAW]).all()
+
+
+def test_silence_stays_closed_with_calibration():
+    model = Audio2Expression(ModelDims())                          # tiny, untrained, log-mel
+    s2e = SpeechToExpression(model, CAL)
+    rng = np.random.default_rng(0)
+    audio = np.zeros(16000 * 2, np.float32)
+    audio[8000:24000] = 0.1 * rng.standard_normal(16000)           # 0.5-1.5 s: "speech"
+    out = s2e(audio)
+    assert out.shape == (50, N_EXPRESSIONS)
+    assert not out[:8].any() and not out[-8:].any()               # pauses: all zero
+
+
+def test_shipped_model_carries_its_calibration():
+    s2e = SpeechToExpression.load()
+    assert s2e.calibration is None or isinstance(s2e.calibration, LipCalibration)
