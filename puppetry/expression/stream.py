@@ -42,7 +42,8 @@ from ..features import check_audio, load_features
 from ..features.mel import N_FFT
 from .arkit import N_EXPRESSIONS
 from .model import Audio2Expression, RunningNorm
-from .speech import SILENCE_BELOW_PEAK_DB, SILENCE_DBFS
+from .speech import (SILENCE_BELOW_PEAK_DB, SILENCE_DBFS, LipCalibration, calibrate_lips,
+                     load_calibration)
 
 STREAM_MODEL_FILE = "audio2expression_stream.pt"   # in puppetry/assets: log-mel, causal CMVN
 GATE_EDGE_DB = 6.0                                  # soft edge of the activity gate, dB
@@ -56,7 +57,8 @@ def default_stream_model_path() -> Path:
 class ExpressionStream:
     """Streaming speech -> ARKit weights for one session (one speaker at a time)."""
 
-    def __init__(self, model: Audio2Expression, fps: float = FPS):
+    def __init__(self, model: Audio2Expression, fps: float = FPS,
+                 calibration: LipCalibration | None = None):
         dims = model.dims
         features = load_features(dims.features)
         if not hasattr(features, "stream"):
@@ -68,6 +70,7 @@ class ExpressionStream:
         if not fps > 0:
             raise ValueError(f"fps={fps}: use a frame rate > 0")
         self.model, self.dims, self.features, self.fps = model.eval(), dims, features, float(fps)
+        self.calibration = calibration                        # per frame: streams as it is
         self.mel = features.stream()
         self.norm = RunningNorm(dims) if dims.normalize == "running" else None
         self.hop = SAMPLE_RATE / self.fps                     # audio samples per video frame
@@ -86,7 +89,7 @@ class ExpressionStream:
         if not path.is_file():
             raise FileNotFoundError(f"Audio2Expression model {path} not found: pass a checkpoint "
                                     "made by pipelines/train_audio2expression.py --normalize running")
-        return cls(Audio2Expression.load(path), fps)
+        return cls(Audio2Expression.load(path), fps, load_calibration(path))
 
     # -- the utterance -------------------------------------------------------------------
     def reset(self) -> None:
@@ -202,6 +205,8 @@ class ExpressionStream:
         with torch.no_grad():
             y = self.model.blend(z[None], e[None], pad=False)[0]                  # (t, K)
             out = self.model.to_arkit(y).numpy()                                   # (t, 52)
+        if self.calibration is not None:
+            out = calibrate_lips(out, self.calibration)
         # the gate, smoothed over frames t-1, t, t+1 (the ends repeated), as speech_activity
         near = np.clip(np.stack([frames - 1, frames, frames + 1]), 0, self.n_gates - 1)
         g = self.gates[near - self.g0].mean(0)                                     # (t,)
