@@ -326,3 +326,18 @@ def test_puppetry_serve_command_starts_and_states_its_capacity(free_port):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_inline_portrait_without_a_face_is_answered_and_start_can_be_retried(server):
+    import base64
+    from websockets.sync.client import connect
+    grey = io.BytesIO()
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(grey, "PNG")
+    with connect(server.url) as ws:
+        ws.send(json.dumps({"type": "start", "portrait": base64.b64encode(grey.getvalue()).decode()}))
+        reply = json.loads(ws.recv(timeout=30))
+        assert reply["type"] == "error" and "face" in reply["message"].lower()
+        ws.send(json.dumps({"type": "start", "portrait": "not base64 !"}))
+        assert "base64" in json.loads(ws.recv(timeout=10))["message"]
+        ws.send(json.dumps({"type": "start"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "ready"
