@@ -20,7 +20,8 @@
    time; centred by default), targets sampled at the frame times.
 4. Loss: L1 on the speech expressions + L1 on their frame-to-frame change (so the
    temporal filter learns timing, not only level) + extra weight on lip closures
-   (+ with ``--aperture``, L1 on the lip aperture jawOpen - mouthClose). The temporal
+   (scaled by ``--closure-weight``; + with ``--aperture``, L1 on the lip aperture
+   jawOpen - mouthClose, up-weighted on closures likewise). The temporal
    filter blends ``--filter-lookahead`` frames after each frame (centred by default).
 5. One training loop (AdamW, cosine schedule); validation on the held-out voices.
 6. Save: weights, ModelDims, the corpus recipe, this command, the commit and the
@@ -121,18 +122,25 @@ class Batches:
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def loss_fn(pred, target, closure_cols, aperture=None):
+def loss_fn(pred, target, closure_cols, aperture=None, closure_weight=1.0):
     """L1 + velocity L1 + closure-weighted L1 (+ lip-aperture L1 when ``aperture`` gives
-    (jawOpen column, mouthClose column): what a viewer sees is how far the lips part)."""
-    l1 = (pred - target).abs().mean()
+    (jawOpen column, mouthClose column): what a viewer sees is how far the lips part).
+
+    Frames whose *target* is a lip closure get extra weight ``closed`` (the target's
+    largest of mouthClose / mouthPress, 0 on open frames). ``closure_weight`` scales it:
+    the closure term is ``closure_weight * mean(|error| * closed)`` and the aperture term
+    is weighted ``1 + (closure_weight - 1) * closed`` per frame. 1.0 is the original loss."""
+    err = (pred - target).abs()
+    l1 = err.mean()
     vel = ((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])).abs().mean()
     closed = target[..., closure_cols].amax(-1, keepdim=True)               # (B, T, 1)
-    closure = ((pred - target).abs() * closed).mean()
-    loss = l1 + 0.5 * vel + 1.0 * closure
+    closure = (err * closed).mean()
+    loss = l1 + 0.5 * vel + closure_weight * closure
     if aperture is not None:
         jaw, close = aperture
         gap = lambda x: x[..., jaw] - x[..., close]
-        loss = loss + APERTURE_WEIGHT * (gap(pred) - gap(target)).abs().mean()
+        frame_w = 1.0 + (closure_weight - 1.0) * closed[..., 0]              # (B, T)
+        loss = loss + APERTURE_WEIGHT * ((gap(pred) - gap(target)).abs() * frame_w).mean()
     return loss
 
 
@@ -178,6 +186,9 @@ def main(argv=None):
                     help="window after the frame's time (default: half the window, centred)")
     ap.add_argument("--filter-lookahead", type=int, default=None,
                     help="temporal-filter frames after each frame (default: half, centred)")
+    ap.add_argument("--closure-weight", type=float, default=1.0,
+                    help="scale of the extra loss weight on frames whose target is a lip "
+                         "closure (mouthClose / mouthPress; 1 = the original loss)")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -222,7 +233,7 @@ def main(argv=None):
     for step in range(1, args.steps + 1):
         model.train()
         x, y = train_b(args.batch)
-        loss = loss_fn(model(x), y, closure_cols, aperture)
+        loss = loss_fn(model(x), y, closure_cols, aperture, args.closure_weight)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -231,7 +242,7 @@ def main(argv=None):
         if step % 250 == 0 or step == args.steps:
             model.eval()
             with torch.no_grad():
-                vl = float(np.mean([loss_fn(model(vx), vy, closure_cols, aperture).item() for vx, vy in val_set]))
+                vl = float(np.mean([loss_fn(model(vx), vy, closure_cols, aperture, args.closure_weight).item() for vx, vy in val_set]))
                 mae = float(np.mean([(model(vx) - vy).abs().mean().item() for vx, vy in val_set]))
             history.append({"step": step, "train_loss": round(loss.item(), 4), "val_loss": round(vl, 4),
                             "val_mae": round(mae, 4)})
