@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from puppetry.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from puppetry.client import AvatarClient, Frame, ServerError  # noqa: E402
+from puppetry.ui.server import serve_in_subprocess  # noqa: E402
 
 DEV_AUDIO = ROOT.parent / "shared" / "dev" / "audio"
 CHUNK = 320                     # samples per chunk: 20 ms
@@ -51,17 +51,7 @@ def free_port() -> int:
 
 
 def start_server(port: int, sessions: int, size: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "puppetry.cli", "serve", "--port", str(port),
-                             "--size", str(size), "--max-sessions", str(sessions)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("puppetry serve did not start within 60 s")
+    return serve_in_subprocess(port, "--size", str(size), "--max-sessions", str(sessions))
 
 
 class Speaker:

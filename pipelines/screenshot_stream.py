@@ -11,10 +11,6 @@ import argparse
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,18 +23,13 @@ def main() -> None:
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
+    from puppetry.ui.server import serve_in_subprocess
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "puppetry.cli", "serve", "--port", str(port)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = serve_in_subprocess(port)                     # 1. the server is up
     try:
-        for _ in range(600):                               # 1. the server is up
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
         chromium = os.environ.get("PUPPETRY_CHROMIUM") or shutil.which("chromium")
         with sync_playwright() as pw:                      # 2. the page speaks
             browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])

@@ -26,6 +26,7 @@ import numpy as np
 from .drive import idle
 from .drive.frames import FPS, DrivingFrame
 from .expression.arkit import INDEX, N_EXPRESSIONS
+from .expression.stream import ExpressionStream, check_stream_audio
 from .portrait import Portrait
 from .render.warp import RenderConfig, WarpRenderer
 
@@ -127,7 +128,6 @@ class AvatarStream:
     """
 
     def __init__(self, portrait: Portrait, config: StreamConfig = StreamConfig(), expressions=None):
-        from .expression.stream import ExpressionStream
         if not 0.0 <= config.intensity <= 3.0:
             raise ValueError(f"intensity {config.intensity}: use 0 (closed) to 3")
         if not 1.0 <= config.fps <= 60.0:
@@ -149,11 +149,7 @@ class AvatarStream:
     def push_audio(self, audio: np.ndarray) -> int:
         """Queue speech: float32[n] at 16 kHz, -1..1. Opens an utterance if none is open;
         returns the utterance's number."""
-        audio = np.asarray(audio, np.float32)
-        if audio.ndim != 1:
-            raise ValueError(f"audio has shape {audio.shape}: push mono float32[n] at 16 kHz")
-        if not np.isfinite(audio).all():
-            raise ValueError("audio contains NaN or infinite samples: push finite PCM values")
+        audio = check_stream_audio(audio)       # here, so bad input fails in the caller's thread
         with self._lock:
             if not self._receiving:
                 self._last_id += 1
@@ -181,15 +177,11 @@ class AvatarStream:
         """The number the next :meth:`push_audio` gets if no utterance is open."""
         return self._receiving or self._last_id + 1
 
-    @property
-    def speaking(self) -> bool:
-        """True while an utterance is open or has frames left to show."""
-        return bool(self._receiving or self._queue)
-
     def first_frame_ready(self) -> bool:
         """True if the next frame would be an utterance's first frame (for low-latency sends)."""
         self._absorb()
-        return bool(self._queue) and self._queue[0].shown == 0 and bool(self._queue[0].frames)
+        u = self._front()
+        return u is not None and u.shown == 0
 
     # -- called once per tick ---------------------------------------------------------
     def next_frame(self) -> StreamFrame:
@@ -200,16 +192,11 @@ class AvatarStream:
         weights = np.zeros(N_EXPRESSIONS, np.float32)
         utterance = audio_t = None
         last = False
-        while self._queue and self._queue[0].done:       # an utterance with no frames at all
-            self._queue.popleft()
-        if self._queue and self._queue[0].frames:
-            u = self._queue[0]
-            weights = np.clip(u.frames.popleft() * self.config.intensity, 0.0, 1.0)
+        u = self._front()
+        if u is not None:
             utterance, audio_t = u.id, u.shown / self.config.fps
-            u.shown += 1
+            weights = np.clip(self._take(u) * self.config.intensity, 0.0, 1.0)
             last = u.done
-            if last:
-                self._queue.popleft()
         rotation = self._nod(weights, idle_rot, utterance is not None)
         for name in ("eyeBlinkLeft", "eyeBlinkRight"):
             weights[INDEX[name]] = max(weights[INDEX[name]], blink)
@@ -226,16 +213,28 @@ class AvatarStream:
         Returns how many were skipped; frame indices jump by as many."""
         self._absorb()
         for k in range(n):
-            while self._queue and self._queue[0].done:
-                self._queue.popleft()
-            if self._queue and self._queue[0].frames:
-                u = self._queue[0]
+            u = self._front()
+            if u is not None:
                 if u.total is not None and u.shown + 1 >= u.total:
                     return k                        # an utterance's last frame is always shown
-                u.frames.popleft()
-                u.shown += 1
+                self._take(u)
             self.index += 1
         return n
+
+    def _front(self) -> _Utterance | None:
+        """The utterance whose frame is next, if that frame is ready (finished utterances,
+        e.g. ones with no frames at all, are dropped first)."""
+        while self._queue and self._queue[0].done:
+            self._queue.popleft()
+        return self._queue[0] if self._queue and self._queue[0].frames else None
+
+    def _take(self, u: _Utterance) -> np.ndarray:
+        """Pop ``u``'s next frame, float32[52]; ``u`` leaves the queue after its last."""
+        weights = u.frames.popleft()
+        u.shown += 1
+        if u.done:
+            self._queue.popleft()
+        return weights
 
     def _absorb(self) -> None:
         """Hand queued audio to the expression stream, in order; collect the frames it

@@ -307,19 +307,13 @@ def test_streaming_page_sends_a_file_and_the_microphone(server, chromium_path, t
 
 def test_puppetry_serve_command_starts_and_states_its_capacity(free_port):
     import subprocess
-    import sys
-    proc = subprocess.Popen([sys.executable, "-m", "puppetry.cli", "serve", "--port", str(free_port),
-                             "--max-sessions", "3"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    from puppetry.ui.server import serve_in_subprocess
+    proc = serve_in_subprocess(free_port, "--max-sessions", "3", stdout=subprocess.PIPE)
     try:
         banner = proc.stdout.readline()
         assert f"http://127.0.0.1:{free_port}/" in banner and "3 sessions" in banner
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/v1/health", timeout=1) as r:
-                    health = json.loads(r.read())
-                break
-            except OSError:
-                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/v1/health", timeout=5) as r:
+            health = json.loads(r.read())
         assert health["max_sessions"] == 3 and health["sessions"] == 0 and health["size"] == 256
         with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/", timeout=5) as r:
             assert b"live avatar" in r.read()

@@ -18,9 +18,12 @@ import binascii
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import cv2
 
-from puppetry.audio import SAMPLE_RATE, AudioError, from_pcm16
+from puppetry.audio import SAMPLE_RATE, from_pcm16
 from puppetry.expression.arkit import ARKIT_NAMES
 from puppetry.portrait import load_portrait
 from puppetry.stream import AvatarStream, StreamConfig, StreamFrame
@@ -179,17 +182,22 @@ class Session:
 
     # -- 2. receive -------------------------------------------------------------------------
     async def receive(self) -> None:
-        while True:
-            msg = await self.ws.receive()
-            if msg["type"] == "websocket.disconnect":
-                return
-            try:
-                if msg.get("bytes") is not None:
-                    self.audio(msg["bytes"])
-                else:
-                    await self.command(msg.get("text") or "")
-            except (ProtocolError, AudioError, ValueError, OSError) as err:
-                await self.error(str(err))
+        while await self.handle(await self.ws.receive()):
+            pass
+
+    async def handle(self, msg: dict) -> bool:
+        """One client message: binary is audio, text a JSON command; a bad one is answered
+        with an error message. False when the client has gone."""
+        if msg["type"] == "websocket.disconnect":
+            return False
+        try:
+            if msg.get("bytes") is not None:
+                self.audio(msg["bytes"])
+            else:
+                await self.command(msg.get("text") or "")
+        except (ValueError, OSError) as err:         # ProtocolError and AudioError included
+            await self.error(str(err))
+        return True
 
     def audio(self, data: bytes) -> int | None:
         """Binary PCM s16le -> the avatar; returns the utterance it joined."""
@@ -208,7 +216,7 @@ class Session:
         received = time.perf_counter()
         self.audio_s += len(samples) / SAMPLE_RATE
         uid = self.avatar.push_audio(samples)
-        if uid not in self.first_audio and uid > self.last_uid:     # a new utterance opens
+        if uid > self.last_uid:                                     # a new utterance opens
             self.first_audio[uid] = received
             self.last_uid = uid
             self.post_json({"type": "utterance", "utterance": uid})
@@ -354,15 +362,8 @@ class Session:
                     await self.error("no start message within "
                                      f"{self.config.start_timeout_s:g} s: closing", "timeout")
                     return
-                msg = await asyncio.wait_for(self.ws.receive(), left)
-                if msg["type"] == "websocket.disconnect":
+                if not await self.handle(await asyncio.wait_for(self.ws.receive(), left)):
                     return
-                try:
-                    if msg.get("bytes") is not None:
-                        raise ProtocolError('audio before start: send {"type": "start"} first')
-                    await self.command(msg.get("text") or "")
-                except (ProtocolError, ValueError, OSError) as err:
-                    await self.error(str(err))
             t0 = time.perf_counter()                    # 2. receive, pace and send until either side ends
             tasks = [asyncio.create_task(c) for c in (self.receive(), self.pump(t0), self.send())]
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -466,6 +467,24 @@ async def _multipart_image(request, body: bytes) -> bytes | None:
     form = await MultiPartParser(Headers(raw=request.headers.raw), replay()).parse()
     item = form.get("image")
     return await item.read() if hasattr(item, "read") else None
+
+
+def serve_in_subprocess(port: int, *args: str, stdout=subprocess.DEVNULL,
+                        timeout_s: float = 60.0) -> subprocess.Popen:
+    """``puppetry serve --port PORT ARGS`` in its own process, returned once ``/v1/health``
+    answers (benchmarks, screenshots, tests). The caller terminates it."""
+    proc = subprocess.Popen([sys.executable, "-m", "puppetry.cli", "serve", "--port", str(port), *args],
+                            stdout=stdout, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1).read()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"puppetry serve --port {port} did not answer within {timeout_s:g} s "
+                       f"(exit code {proc.poll()}): is the port free? run it by hand to see why")
 
 
 def serve(config: ServerConfig = ServerConfig()) -> None:

@@ -54,6 +54,20 @@ def default_stream_model_path() -> Path:
     return Path(str(resources.files("puppetry.assets").joinpath(STREAM_MODEL_FILE)))
 
 
+def check_stream_audio(audio: np.ndarray) -> np.ndarray:
+    """A chunk of streamed speech -> float32[n], or a ValueError naming the fix (integer
+    PCM, NaN or infinite samples, or anything ``check_audio`` refuses)."""
+    a = np.asarray(audio)
+    if a.ndim == 1 and a.dtype.kind in "iu" and a.size:
+        raise ValueError(f"audio has dtype {a.dtype}: pass float samples -1..1 "
+                         f"(int16 PCM: pcm.astype(np.float32) / 32768)")
+    a = check_audio(a)
+    if not np.isfinite(a).all():
+        raise ValueError("audio contains NaN or infinite samples: pass finite float32 "
+                         "samples -1..1")
+    return a
+
+
 class ExpressionStream:
     """Streaming speech -> ARKit weights for one session (one speaker at a time)."""
 
@@ -113,7 +127,7 @@ class ExpressionStream:
     def push(self, audio: np.ndarray) -> np.ndarray:
         """audio : float32[n] at 16 kHz, any n (0 ok) -> float32[t x 52], the frames newly
         complete, in order (0..1, ARKit order)."""
-        audio = self._check(audio)
+        audio = check_stream_audio(audio)
         if len(audio) == 0:
             return np.zeros((0, N_EXPRESSIONS), np.float32)
         self.n_samples += len(audio)
@@ -139,17 +153,6 @@ class ExpressionStream:
         return out
 
     # -- the steps -------------------------------------------------------------------------
-    def _check(self, audio: np.ndarray) -> np.ndarray:
-        a = np.asarray(audio)
-        if a.ndim == 1 and a.dtype.kind in "iu" and a.size:
-            raise ValueError(f"audio has dtype {a.dtype}: pass float samples -1..1 "
-                             f"(int16 PCM: pcm.astype(np.float32) / 32768)")
-        a = check_audio(a)
-        if not np.isfinite(a).all():
-            raise ValueError("audio contains NaN or infinite samples: pass finite float32 "
-                             "samples -1..1")
-        return a
-
     def _centre(self, j: np.ndarray | int):
         """Feature frame at video frame ``j``'s time."""
         return np.floor(np.asarray(j) * (self.features.rate / self.fps) + 0.5).astype(np.int64)
