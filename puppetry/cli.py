@@ -11,7 +11,8 @@ from .drive.motion import PRESETS
 
 
 def _render(args) -> None:
-    from .pipeline import RenderJob, render_video
+    from .pipeline import RenderJob, keep_freed_memory, render_video
+    keep_freed_memory()
     job = replace(RenderJob(), size=args.size, frame=args.frame, fps=args.fps,
                   duration=args.duration, seed=args.seed)
     stats = render_video(args.portrait, args.motion, args.output, job)
@@ -20,7 +21,8 @@ def _render(args) -> None:
 
 
 def _animate(args) -> None:
-    from .pipeline import AnimateJob, animate_video
+    from .pipeline import AnimateJob, animate_video, keep_freed_memory
+    keep_freed_memory()
     if (args.audio is None) == (args.text is None):
         raise ValueError("give either an AUDIO file or --text \"words to say\" (not both)")
     job = replace(AnimateJob(), size=args.size, frame=args.frame, fps=args.fps, seed=args.seed,
@@ -112,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads (torch's, CTranslate2's) sleep when idle instead of spinning: the
+    # render workers, the speech encoder and ffmpeg share few cores, and a spinning thread
+    # takes one from them. Read when torch loads, which is after this line.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:

@@ -200,8 +200,9 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
         try:
             for i, frame in enumerate(itertools.chain([first], frames)):
                 a = _check_frame(frame, f"frame {i}", shape)
-                proc.stdin.write(np.pad(a, ((0, h - a.shape[0]), (0, w - a.shape[1]), (0, 0)),
-                                        mode="edge").tobytes())
+                if a.shape[:2] != (h, w):
+                    a = np.pad(a, ((0, h - a.shape[0]), (0, w - a.shape[1]), (0, 0)), mode="edge")
+                proc.stdin.write(memoryview(np.ascontiguousarray(a)))
         except BrokenPipeError:
             pass  # ffmpeg quit early; its exit code and log below say why
         except BaseException:

@@ -90,3 +90,78 @@ def test_speech_activity_is_zero_in_silence_and_past_the_end():
     gate = speech_activity(audio, n_frames=60)                    # 10 frames past the end
     assert gate.shape == (60,) and gate[:20].max() == 0 and gate[30:45].max() == 1
     assert gate[-5:].max() == 0
+
+
+def _run_cli(*args, timeout=240):
+    """``python -m puppetry.cli ARGS`` in a fresh process (nothing loaded yet: the path
+    ``puppetry animate`` takes, with the portrait and features read in a forked process)."""
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "puppetry.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_fresh_process_animates_with_the_forked_reader(tmp_path):
+    wav, out = tmp_path / "speech.wav", tmp_path / "out.mp4"
+    sf.write(wav, syllables(2.5), SAMPLE_RATE)
+    done = _run_cli("animate", "astronaut", wav, "-o", out, "--size", "256")
+    assert done.returncode == 0, done.stderr[-2000:]
+    info = video_info(out)
+    assert info["n_frames"] == round(2.5 * 25) and info["has_audio"]
+
+
+def test_fresh_process_reports_a_portrait_without_a_face(tmp_path):
+    wav, out, blank = tmp_path / "speech.wav", tmp_path / "out.mp4", tmp_path / "wall.png"
+    sf.write(wav, syllables(1.0), SAMPLE_RATE)
+    from puppetry.io import write_image
+    write_image(blank, np.full((256, 256, 3), 200, np.uint8))
+    done = _run_cli("animate", blank, wav, "-o", out)
+    assert done.returncode == 1 and not out.exists()
+    assert "face" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_precomputed_features_give_the_same_curves():
+    from puppetry.expression.speech import SpeechToExpression
+    from puppetry.features import load_features
+    s2e = SpeechToExpression.load()
+    audio = syllables(1.5)
+    feats = load_features(s2e.dims.features)(audio)
+    assert np.array_equal(s2e(audio, features=feats), s2e(audio))
+    with pytest.raises(ValueError, match="do not fit"):
+        s2e(audio, features=feats[:-3])
+
+
+def test_shipped_models_name_their_features_without_torch():
+    from puppetry.expression.model import Audio2Expression
+    from puppetry.expression.shipped import FEATURES, default_features, default_model_path
+    assert Audio2Expression.load(default_model_path()).dims.features == default_features()
+    for name, spec in FEATURES.items():
+        assert Audio2Expression.load(default_model_path().with_name(name)).dims.features == spec
+
+
+def test_import_puppetry_loads_neither_torch_nor_mediapipe():
+    import subprocess
+    import sys
+    code = ("import sys, puppetry, puppetry.features.whisper, puppetry.features.mel; "
+            "print(sorted({'torch', 'mediapipe', 'matplotlib'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_mediapipe_import_leaves_matplotlib_unloaded_and_usable():
+    import subprocess
+    import sys
+    code = ("import sys; from puppetry.face.tracker import _import_solutions; s = _import_solutions(); "
+            "assert 'matplotlib' not in sys.modules and s.face_mesh.FaceMesh; "
+            "import matplotlib.pyplot as plt; print(callable(plt.plot))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+def test_fork_is_not_used_once_mediapipe_runs():
+    from puppetry.face.tracker import _import_solutions
+    from puppetry.pipeline import _beside, _fork_is_safe
+    _import_solutions()
+    assert not _fork_is_safe()
+    with _beside(None) as pool:
+        assert type(pool).__name__ == "ThreadPoolExecutor"

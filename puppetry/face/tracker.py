@@ -6,7 +6,9 @@ z the relative depth in the same pixel units (smaller z = nearer the camera). Th
 """
 from __future__ import annotations
 
+import sys
 import threading
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -33,7 +35,28 @@ class Face:
 
 
 def _import_solutions():
-    import mediapipe.python.solutions as solutions  # heavy: imported on first use
+    """MediaPipe's legacy solutions, imported on first use.
+
+    MediaPipe's package imports a landmark-plotting helper that loads matplotlib.pyplot
+    (~0.3 s of a ~0.5 s import), which puppetry never calls: unless matplotlib is already
+    loaded, placeholders stand in for it while MediaPipe imports, and are removed after
+    (a later ``import matplotlib`` loads the real one).
+    """
+    if "mediapipe.python.solutions" in sys.modules:
+        return sys.modules["mediapipe.python.solutions"]
+    stubs = {}
+    if "matplotlib" not in sys.modules:
+        stubs = {"matplotlib": types.ModuleType("matplotlib"),
+                 "matplotlib.pyplot": types.ModuleType("matplotlib.pyplot")}
+        stubs["matplotlib"].__path__ = []                     # a package, with nothing in it
+        stubs["matplotlib"].pyplot = stubs["matplotlib.pyplot"]
+        sys.modules.update(stubs)
+    try:
+        import mediapipe.python.solutions as solutions
+    finally:
+        for name, stub in stubs.items():
+            if sys.modules.get(name) is stub:
+                del sys.modules[name]
     return solutions
 
 

@@ -144,7 +144,45 @@ def load_features(spec: str = "mel") -> Features:
                      f"(PATH is a local Hugging Face model folder)")
 
 
+
+
+def slaney_mel_filters(n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None,
+                       sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Slaney-style mel filterbank (librosa's, Whisper's and torchaudio's ``norm="slaney",
+    mel_scale="slaney"``): float64[n_fft // 2 + 1 x n_mels].
+
+    Triangles equally spaced on the Slaney mel scale (linear below 1 kHz, logarithmic
+    above) from ``f_min`` to ``f_max`` Hz (default: Nyquist), each scaled to unit area
+    (``2 / bandwidth``).
+    """
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+
+    def to_mel(hz: float) -> float:
+        return hz / f_sp if hz < min_log_hz else min_log_mel + math.log(hz / min_log_hz) / logstep
+
+    f_max = sample_rate / 2 if f_max is None else f_max
+    mels = np.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2)
+    hz = np.where(mels < min_log_mel, f_sp * mels, min_log_hz * np.exp(logstep * (mels - min_log_mel)))
+    freqs = np.linspace(0, sample_rate // 2, n_fft // 2 + 1)
+    slopes = hz[None, :] - freqs[:, None]                           # (n_freqs, n_mels + 2)
+    diff = np.diff(hz)
+    down, up = -slopes[:, :-2] / diff[:-1], slopes[:, 2:] / diff[1:]
+    return np.maximum(0.0, np.minimum(down, up)) * (2.0 / (hz[2:] - hz[:-2]))[None, :]
+
+
+def stft_power(padded: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """Power spectra of every whole Hann-windowed frame: float32[n] -> float64[t x n_fft//2+1].
+
+    Frame ``k`` reads samples ``[k * hop, k * hop + n_fft)``; ``t = (n - n_fft) // hop + 1``.
+    The window is the periodic Hann window (torch's and librosa's default).
+    """
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(padded, np.float32), n_fft)[::hop]
+    return np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+
+
 from .mel import MelFeatures, MelStream  # noqa: E402  (mel.py uses the helpers above)
 
 __all__ = ["SPECS", "WINDOW", "Features", "MelFeatures", "MelStream", "encode_in_windows",
-           "frame_windows", "load_features", "n_feature_frames"]
+           "frame_windows", "load_features", "n_feature_frames", "slaney_mel_filters", "stft_power"]

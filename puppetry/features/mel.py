@@ -10,11 +10,9 @@ the whole signal, with ``N_FFT // 2`` samples (12.5 ms) of look-ahead.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torchaudio
 
 from ..audio import SAMPLE_RATE
-from . import check_audio, n_feature_frames
+from . import check_audio, n_feature_frames, slaney_mel_filters, stft_power
 
 N_FFT = 400  # samples per STFT window, 25 ms at 16 kHz
 N_MELS = 80  # mel bands
@@ -50,10 +48,7 @@ class MelFeatures:
         self.dim = self.n_mels
         self.name = "mel" if (self.n_mels, self.rate) == (N_MELS, RATE) else \
             f"mel(n_mels={self.n_mels}, rate={self.rate:g})"
-        self._mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=self.hop, f_min=F_MIN,
-            f_max=F_MAX, n_mels=self.n_mels, power=2.0, center=False, norm="slaney",
-            mel_scale="slaney")
+        self._filters = slaney_mel_filters(N_FFT, self.n_mels, F_MIN, F_MAX)  # (201, n_mels)
 
     def __repr__(self) -> str:
         return f"MelFeatures(n_mels={self.n_mels}, rate={self.rate:g})"
@@ -76,10 +71,8 @@ class MelFeatures:
         """
         if len(padded) < N_FFT:
             return np.zeros((0, self.n_mels), np.float32)
-        with torch.no_grad():
-            power = self._mel(torch.from_numpy(np.ascontiguousarray(padded, np.float32)))
-        logmel = (torch.log(power + LOG_EPS) - LOG_CENTER) / LOG_HALF_RANGE  # (n_mels, t)
-        return logmel.T.contiguous().numpy()
+        power = stft_power(padded, N_FFT, self.hop) @ self._filters        # (t, n_mels)
+        return ((np.log(power + LOG_EPS) - LOG_CENTER) / LOG_HALF_RANGE).astype(np.float32)
 
     def stream(self) -> "MelStream":
         """A fresh :class:`MelStream` for computing these features chunk by chunk."""

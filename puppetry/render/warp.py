@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -24,6 +23,7 @@ from ..face import mesh as M
 from ..face.blendshapes import GAZE_IOD, gaze_from_expression
 from ..face.pose import rotation_matrix
 from ..portrait import Portrait
+from .config import RenderConfig  # noqa: F401  (re-exported: puppetry.render.warp.RenderConfig)
 from .fill import pull_push
 from .mouth import MouthPalette, draw_mouth
 from .raster import rasterize
@@ -36,22 +36,6 @@ MIN_FLOW_PX = 0.25        # flow below this (pixels) is not drawn: the region wa
 LASH_OPACITY = 0.8       # of the lash line drawn along a closed lid
 SILHOUETTE_MARGIN = 0.0   # skull points turned in from behind the silhouette are put back on it
 MOUTH_C, EYE_R_C, EYE_L_C = N_MESH, N_MESH + 1, N_MESH + 2        # fan centre vertices
-
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """Inference knobs of the warp renderer (override with ``dataclasses.replace``)."""
-
-    raster_scale: float = 0.25       # flow is rasterised at this fraction of the canvas
-    pivot: tuple[float, float, float] = (0.0, -0.5, -1.4)  # rotation centre, head frame (IOD)
-    head_centre: tuple[float, float, float] = (0.0, -0.15, -1.4)  # skull proxy, head frame (IOD)
-    head_axes: tuple[float, float, float] = (1.5, 1.9, 1.6)       # its semi-axes (IOD), ears and hair included
-    hair_reach: float = 0.7          # flow reach above the chin, face widths
-    neck_reach: float = 0.4          # flow reach below the chin, face widths (the neck twists)
-    seam_reach: float = 0.3          # mesh-to-skull blend beyond the face, face widths
-    mouth_ramp_iod: float = 0.06     # extra opening over which the drawn interior fades in
-    fine_iod: float = 0.5            # full-resolution flow within this distance of eyes and mouth (IOD)
-    threads: int = 1                 # torch threads per renderer (2 spin-wait badly beside the encoder)
 
 
 def _with_centres(points: np.ndarray) -> np.ndarray:
@@ -205,9 +189,12 @@ class WarpRenderer:
         return pull_push(flow * inside, inside)
 
     @torch.no_grad()
-    def render_frame(self, frame: DrivingFrame) -> np.ndarray:
-        """One driving frame -> uint8[H x W x 3]."""
-        out = self.canvas.copy()
+    def render_frame(self, frame: DrivingFrame, out: np.ndarray | None = None) -> np.ndarray:
+        """One driving frame -> uint8[H x W x 3] (written into ``out`` if given)."""
+        if out is None:
+            out = self.canvas.copy()
+        else:
+            out[...] = self.canvas
         (y0, y1, x0, x1), patch = self._render_region(frame)
         out[y0:y1, x0:x1] = patch.mul(255).add(0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()
         return out
