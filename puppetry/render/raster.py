@@ -103,8 +103,11 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -
     start = torch.cumsum(counts, 0) - counts
     k = torch.arange(len(owner)) - start[owner]
     tid = visible[owner]
-    px = (lo[tid, 0].long() + k % bw[owner]).float()
-    py = (lo[tid, 1].long() + k // bw[owner]).float()
+    width = bw[owner]
+    row = k // width
+    corner = lo[visible].long()[owner]                                   # (P, 2) box corner
+    px = (corner[:, 0] + k - row * width).float()
+    py = (corner[:, 1] + row).float()
     planes = _planes(tri)                                               # (F, 3, 3)
     w0, w1, z = _eval(planes[tid], px + 0.5, py + 0.5).unbind(-1)
     inside = (w0 >= -1e-5) & (w1 >= -1e-5) & (w0 + w1 <= 1 + 1e-5)

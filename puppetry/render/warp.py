@@ -196,7 +196,9 @@ class WarpRenderer:
         else:
             out[...] = self.canvas
         (y0, y1, x0, x1), patch = self._render_region(frame)
-        out[y0:y1, x0:x1] = patch.mul(255).add(0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        # to 0..255, rounded (the uint8 copy truncates), in place and straight into ``out``
+        patch.mul_(255).add_(0.5).clamp_(0, 255)
+        torch.from_numpy(out)[y0:y1, x0:x1].copy_(patch.permute(1, 2, 0))
         return out
 
     @torch.no_grad()
@@ -246,7 +248,7 @@ class WarpRenderer:
         warped = F.grid_sample(self.source, grid[None], mode="bilinear", padding_mode="border",
                                align_corners=False)[0]
         bg = self.background[:, y0:y1, x0:x1]
-        out = torch.addcmul(warped[:3] + bg, warped[3:4], bg, value=-1)   # premul + (1 - a) bg
+        out = warped[:3].add_(bg).addcmul_(warped[3:4], bg, value=-1)      # premul + (1 - a) bg
         # 6. a closing eye shows its lash line along the lid
         self._draw_lashes(out, (y0, x0), pts, frame)
         # 7. the mouth interior where the lips part further than in the portrait
