@@ -144,6 +144,16 @@ def loss_fn(pred, target, closure_cols, aperture=None, closure_weight=1.0):
     return loss
 
 
+def held_out_voices(voices) -> set[str]:
+    """The validation voices: a tenth of the corpus's voices (at least one), drawn with a
+    fixed seed whatever ``--seed`` is, never Piper's (it has only one). The same split
+    every time for the same corpus, so other pipelines (``calibrate_lips.py``) can find
+    the voices a model never heard."""
+    voices = sorted(set(voices))
+    candidates = [v for v in voices if not v.startswith("piper:")]   # Piper has one voice: keep it
+    return set(np.random.default_rng(1).choice(candidates, max(1, len(voices) // 10), replace=False).tolist())
+
+
 def corpus_prior(items, features) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-band mean and std of the speech frames of ``items``' clean features (the frames
     RunningNorm counts: loud enough, and within range of the utterance's loudest)."""
@@ -206,8 +216,7 @@ def main(argv=None):
     recipe = json.loads((args.data / "recipe.json").read_text())
     # 2. split by voice
     voices = sorted({v for *_, v in items})
-    candidates = [v for v in voices if not v.startswith("piper:")]   # Piper has one voice: keep it
-    held = set(np.random.default_rng(1).choice(candidates, max(1, len(voices) // 10), replace=False))
+    held = held_out_voices(voices)
     train = [it for it in items if it[2] not in held]
     val = [it for it in items if it[2] in held]
     print(f"{len(items)} utterances ({len(train)} train, {len(val)} val), {len(voices)} voices, "

@@ -60,3 +60,21 @@ def demo_url(free_port):
     demo = launch(port=free_port, block=False)
     yield f"http://127.0.0.1:{free_port}/"
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def pipeline():
+    """Import a script of pipelines/ by name: ``pipeline("calibrate_lips").open_gain``."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    def load(name: str):
+        if name not in sys.modules:
+            path = Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        return sys.modules[name]
+    return load

@@ -52,3 +52,31 @@ def test_silence_stays_closed_with_calibration():
 def test_shipped_model_carries_its_calibration():
     s2e = SpeechToExpression.load()
     assert s2e.calibration is None or isinstance(s2e.calibration, LipCalibration)
+
+
+PUCKER = INDEX["mouthPucker"]
+ROUND = LipCalibration(dead_zone=0.15, open_gain=2.55, press_full=0.35, roll_full=0.5,
+                       pucker_from=0.35, pucker_full=0.75)
+
+
+def test_rounding_pulls_the_lips_shut_above_its_threshold_only():
+    x = np.zeros((4, N_EXPRESSIONS), np.float32)
+    x[:, JAW], x[:, INDEX["mouthFunnel"]] = 0.5, 0.3
+    x[:, PUCKER] = [0.2, 0.35, 0.55, 0.8]              # er-like, uh, between, w
+    y, plain = calibrate_lips(x, ROUND), calibrate_lips(x, CAL)
+    np.testing.assert_allclose(y[:2], plain[:2])       # mild rounding: left to the jaw
+    assert 0 < y[2, JAW] < plain[2, JAW]               # partly pulled
+    assert y[3, JAW] == 0 and y[3, INDEX["mouthFunnel"]] == 0   # w: lips (nearly) shut
+    np.testing.assert_allclose(y[:, PUCKER], x[:, PUCKER])       # the rounding itself stays
+
+
+def test_calibration_without_rounding_ignores_pucker():
+    """Checkpoints calibrated before the rounding pull existed load and act as before."""
+    old = {"dead_zone": 0.15, "open_gain": 2.55, "press_full": 0.35, "roll_full": 0.5}
+    cal = LipCalibration(**old)
+    assert cal.pucker_full == 0
+    x = np.zeros((2, N_EXPRESSIONS), np.float32)
+    x[:, JAW] = 0.4
+    x[1, PUCKER] = 1.0
+    y = calibrate_lips(x, cal)
+    assert y[0, JAW] == y[1, JAW] > 0

@@ -1,22 +1,8 @@
 """Training options of pipelines/train_audio2expression.py (the loss only: fast)."""
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-
-def _train_module():
-    name = "train_audio2expression"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "pipelines" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
 
 JAW, CLOSE, PRESS_L, PRESS_R = 0, 1, 2, 3     # columns of a toy 5-output model
 CLOSURE_COLS = [CLOSE, PRESS_L, PRESS_R]
@@ -44,15 +30,15 @@ def _share_of_closure(loss_fn, closure_weight, aperture):
 
 
 @pytest.mark.parametrize("aperture", [None, (JAW, CLOSE)])
-def test_closure_weight_raises_the_closure_frames_share(aperture):
-    loss_fn = _train_module().loss_fn
+def test_closure_weight_raises_the_closure_frames_share(pipeline, aperture):
+    loss_fn = pipeline("train_audio2expression").loss_fn
     shares = [_share_of_closure(loss_fn, w, aperture) for w in (0.0, 1.0, 3.0)]
     assert shares[0] < shares[1] < shares[2]
     assert shares[2] > 0.5                            # closures now outweigh open frames
 
 
-def test_closure_weight_one_is_the_original_loss():
-    loss_fn = _train_module().loss_fn
+def test_closure_weight_one_is_the_original_loss(pipeline):
+    loss_fn = pipeline("train_audio2expression").loss_fn
     pred, target = _batch()
     for aperture in (None, (JAW, CLOSE)):
         assert torch.isclose(loss_fn(pred, target, CLOSURE_COLS, aperture),

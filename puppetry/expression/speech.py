@@ -79,9 +79,12 @@ class LipCalibration:
     The shipped model's values (its meta ``lip_calibration_notes``): dead_zone 0.15, the
     corpus's jaw at t/d/n, iy, uw; open_gain 2.55, so that the model's 99th-percentile
     jawOpen on the held-out synthetic voices (0.542) maps to 1; press_full 0.35 and
-    roll_full 0.5, the corpus's m press and v roll targets. The defaults are the identity
-    (checkpoints without a calibration). The streaming model carries its own open_gain
-    (2.71, from its own 99th percentile).
+    roll_full 0.5, the corpus's m press and v roll targets. The rounding pull
+    (pucker_from 0.35, pucker_full 0.75: the corpus's uh and uw pucker targets) closes the
+    lips on a w, where the model hears the rounding of real speech but leaves the jaw half
+    open; ``pipelines/calibrate_lips.py`` computes all of these for a checkpoint. The
+    defaults are the identity (checkpoints without a calibration). The streaming model
+    carries its own open_gain (2.71, from its own 99th percentile).
     """
 
     dead_zone: float = 0.0       # jawOpen at which the lips start to part (below: in contact)
@@ -92,7 +95,7 @@ class LipCalibration:
     pucker_full: float = 0.0     # mouthPucker at which rounded lips are (nearly) shut (0: no pull)
 
 
-# shapes that part the lips, pulled towards shut by a press or a tucked lower lip
+# shapes that part the lips, pulled towards shut by a press, a tucked lower lip or rounding
 PARTING_NAMES = ("jawOpen", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
                  "mouthUpperUpRight", "mouthFunnel")
 
