@@ -26,6 +26,7 @@ test: $(STAMP) browser  ## the test suite
 bench: $(STAMP)  ## the benchmark tables of docs/benchmarks.md
 	$(BIN)/python pipelines/benchmark_render.py
 	$(BIN)/python pipelines/evaluate_lipsync.py
+	$(BIN)/python pipelines/benchmark_animate.py
 	$(BIN)/python pipelines/benchmark_stream.py
 
 clean:

@@ -11,8 +11,7 @@ from .drive.motion import PRESETS
 
 
 def _render(args) -> None:
-    from .pipeline import RenderJob, keep_freed_memory, render_video
-    keep_freed_memory()
+    from .pipeline import RenderJob, render_video
     job = replace(RenderJob(), size=args.size, frame=args.frame, fps=args.fps,
                   duration=args.duration, seed=args.seed)
     stats = render_video(args.portrait, args.motion, args.output, job)
@@ -21,8 +20,7 @@ def _render(args) -> None:
 
 
 def _animate(args) -> None:
-    from .pipeline import AnimateJob, animate_video, keep_freed_memory
-    keep_freed_memory()
+    from .pipeline import AnimateJob, animate_video
     if (args.audio is None) == (args.text is None):
         raise ValueError("give either an AUDIO file or --text \"words to say\" (not both)")
     job = replace(AnimateJob(), size=args.size, frame=args.frame, fps=args.fps, seed=args.seed,

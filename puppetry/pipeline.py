@@ -35,11 +35,13 @@ class RenderJob:
 
 
 def render(portrait: Portrait, motion: Motion, config: RenderConfig = RenderConfig(),
-           workers: int | None = None) -> Iterator[np.ndarray]:
+           workers: int | None = None, *, lend: bool = False) -> Iterator[np.ndarray]:
     """Frames of ``portrait`` driven by ``motion``: an iterator of uint8[H x W x 3], in order.
 
     Frames are independent, so long motions are rendered by ``workers`` forked processes
-    (default: one per CPU core, at most 2), each with one torch thread.
+    (default: one per CPU core, at most 2), each with one torch thread. With ``lend``,
+    such frames are lent, not given: each is valid only until the next is asked for (for
+    a consumer that writes each frame out at once, like ``write_video``: no copy).
 
     >>> p = puppetry.load_portrait("me.jpg")
     >>> frames = list(puppetry.render(p, puppetry.preset("nod")))
@@ -63,11 +65,16 @@ def render(portrait: Portrait, motion: Motion, config: RenderConfig = RenderConf
     try:
         with ctx.Pool(workers, initializer=_start_worker) as pool:
             for slot in pool.imap(_render_one, range(len(motion)), chunksize=PARALLEL_CHUNK):
-                frame = slots[slot].copy()
+                if lend:
+                    yield slots[slot]             # used by the caller before it asks again
+                    frame = None
+                else:
+                    frame = slots[slot].copy()
                 with cond:
                     taken.value += 1
                     cond.notify_all()
-                yield frame
+                if frame is not None:
+                    yield frame
     finally:
         _JOB = None                       # also when the caller stops early
         del slots
@@ -93,8 +100,10 @@ def keep_freed_memory() -> None:
     A frame's tensors are megabytes each; glibc serves blocks that large straight from the
     kernel (mmap) and returns them on free, so every frame faulted in ~10 MB of fresh
     zeroed pages: ~2700 page faults and a third of a render worker's time in the kernel.
-    For short-lived processes (``puppetry animate``/``render``, the render workers): the
-    process keeps its peak heap until it exits. A no-op where libc is not glibc.
+    For short-lived processes only (the render workers, the helper beside the speech
+    stage): the process keeps its peak heap until it exits (in the main process of an
+    hour-long job that raised the peak from 1.6 to 2.0 GB). A no-op where libc is not
+    glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -130,7 +139,7 @@ def render_video(portrait_path, motion_spec, out_path, job: RenderJob = RenderJo
     portrait = load_portrait(portrait_path, size=job.size, frame=job.frame)
     t1 = time.perf_counter()
     # 3. render and encode, streaming frame by frame
-    write_video(out_path, render(portrait, motion, job.renderer), fps=motion.fps, inputs=inputs)
+    write_video(out_path, render(portrait, motion, job.renderer, lend=True), fps=motion.fps, inputs=inputs)
     t2 = time.perf_counter()
     return {"frames": len(motion), "duration_s": motion.duration, "prepare_s": t1 - t0,
             "render_encode_s": t2 - t1, "total_s": t2 - t0}
@@ -252,7 +261,7 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
                 report(i, len(motion), "rendering")
             yield frame
 
-    write_video(out_path, stamped(render(portrait, motion, job.renderer)), fps=job.fps,
+    write_video(out_path, stamped(render(portrait, motion, job.renderer, lend=True)), fps=job.fps,
                 audio=sound, inputs=inputs)
     if expressions_out:
         write_curves(expressions_out, motion.expression, job.fps)
@@ -281,7 +290,7 @@ def _beside(early: str | None) -> Executor:
     one thread: the tracker leaves the GIL while it runs.
     """
     if _fork_is_safe():
-        return ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+        return ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=keep_freed_memory)
     return ThreadPoolExecutor(1)
 
 

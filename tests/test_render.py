@@ -208,6 +208,8 @@ def test_parallel_render_matches_in_process(portrait):
     assert len(parallel) == len(single) == len(motion)
     assert all(np.array_equal(a, b) for a, b in zip(parallel, single))
     assert len({f.ctypes.data for f in parallel}) == len(parallel)   # frames are not ring views
+    lent = [f.copy() for f in render(portrait, motion, lend=True)]     # each used before the next
+    assert all(np.array_equal(a, b) for a, b in zip(lent, single))
     frames = render(portrait, motion)                           # stopping early cleans up
     next(frames)
     frames.close()

@@ -185,11 +185,13 @@ class SpeechToExpression:
         if n == 0 or len(audio) == 0:
             return out
         if features is None:
-            features = self.features(audio)
+            features = self.features(audio)                 # ours: normalised in place
         elif np.shape(features) != (n_feature_frames(len(audio), self.rate), self.dims.feature_dim):
             raise ValueError(f"features of shape {np.shape(features)} do not fit {len(audio)} samples: "
                              f"pass load_features({self.dims.features!r})(audio), or None")
-        feats = model_normalize(np.array(features, np.float32), self.dims)  # (T_f, D), as trained
+        else:
+            features = np.array(features, np.float32)       # the caller's: left as they are
+        feats = model_normalize(features, self.dims)        # (T_f, D), as trained
         before = self.dims.filter_size - 1 - self.dims.filter_after     # filter context, frames
         for s in range(0, n, CHUNK_FRAMES):
             e = min(n, s + CHUNK_FRAMES)
