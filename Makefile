@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,eval,tts,serve,demo]'
+	$(BIN)/python -m compileall -q puppetry ui  # bytecode, as a normal install has (saves ~0.1 s a run)
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the bundled portrait says the bundled speech -> out.mp4
