@@ -188,7 +188,7 @@ class WarpRenderer:
         inside = (disc > 0).float()[None]
         return pull_push(flow * inside, inside)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def render_frame(self, frame: DrivingFrame, out: np.ndarray | None = None) -> np.ndarray:
         """One driving frame -> uint8[H x W x 3] (written into ``out`` if given)."""
         if out is None:
@@ -201,7 +201,7 @@ class WarpRenderer:
         torch.from_numpy(out)[y0:y1, x0:x1].copy_(patch.permute(1, 2, 0))
         return out
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _render_region(self, frame: DrivingFrame):
         """Render the part of the canvas that moves: ((y0, y1, x0, x1), float32[3 x h x w])."""
         p, cfg = self.portrait, self.config
