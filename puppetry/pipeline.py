@@ -239,7 +239,7 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
     report = progress or (lambda done, total, stage: None)
     report(0, 1, "listening to the speech and reading the portrait")
     early = _early_features(job, audio)
-    with _beside(early) as beside:
+    with _beside() as beside:
         features = beside.submit(_speech_features, early, audio) if early else None
         reading = beside.submit(load_portrait, portrait_path, size=job.size, frame=job.frame)
         try:
@@ -281,8 +281,9 @@ def _fork_is_safe() -> bool:
             and not {"mediapipe", "ctranslate2"} & set(sys.modules))
 
 
-def _beside(early: str | None) -> Executor:
-    """Where the portrait (and ``early`` speech features) are made beside the speech stage.
+def _beside() -> Executor:
+    """Where the portrait (and the shipped model's speech features, see
+    :func:`_early_features`) are made beside the speech stage.
 
     In a fresh process (``puppetry animate``): one forked process, started before torch
     is imported, so that MediaPipe, the portrait and the Whisper encoder (none needs

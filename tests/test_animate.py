@@ -1,5 +1,7 @@
 """`puppetry animate` end to end on generated audio: sync, duration, bad input."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -92,13 +94,15 @@ def test_speech_activity_is_zero_in_silence_and_past_the_end():
     assert gate[-5:].max() == 0
 
 
-def _run_cli(*args, timeout=240):
-    """``python -m puppetry.cli ARGS`` in a fresh process (nothing loaded yet: the path
-    ``puppetry animate`` takes, with the portrait and features read in a forked process)."""
-    import subprocess
-    import sys
-    return subprocess.run([sys.executable, "-m", "puppetry.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+def _python(*args, timeout=240):
+    """``python ARGS`` in a fresh process: nothing loaded yet, as when ``puppetry animate``
+    starts (the path that reads the portrait and features in a forked process)."""
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _run_cli(*args):
+    return _python("-m", "puppetry.cli", *args)
 
 
 def test_fresh_process_animates_with_the_forked_reader(tmp_path):
@@ -140,21 +144,17 @@ def test_shipped_models_name_their_features_without_torch():
 
 
 def test_import_puppetry_loads_neither_torch_nor_mediapipe():
-    import subprocess
-    import sys
     code = ("import sys, puppetry, puppetry.features.whisper, puppetry.features.mel; "
             "print(sorted({'torch', 'mediapipe', 'matplotlib'} & set(sys.modules)))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = _python("-c", code, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
 
 
 def test_mediapipe_import_leaves_matplotlib_unloaded_and_usable():
-    import subprocess
-    import sys
     code = ("import sys; from puppetry.face.tracker import _import_solutions; s = _import_solutions(); "
             "assert 'matplotlib' not in sys.modules and s.face_mesh.FaceMesh; "
             "import matplotlib.pyplot as plt; print(callable(plt.plot))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = _python("-c", code, timeout=60)
     assert done.stdout.strip() == "True", done.stderr[-2000:]
 
 
@@ -163,5 +163,5 @@ def test_fork_is_not_used_once_mediapipe_runs():
     from puppetry.pipeline import _beside, _fork_is_safe
     _import_solutions()
     assert not _fork_is_safe()
-    with _beside(None) as pool:
+    with _beside() as pool:
         assert type(pool).__name__ == "ThreadPoolExecutor"

@@ -84,7 +84,7 @@ class LipCalibration:
     lips on a w, where the model hears the rounding of real speech but leaves the jaw half
     open; ``pipelines/calibrate_lips.py`` computes all of these for a checkpoint. The
     defaults are the identity (checkpoints without a calibration). The streaming model
-    carries its own open_gain (2.71, from its own 99th percentile).
+    carries its own open_gain (2.68, from its own 99th percentile).
     """
 
     dead_zone: float = 0.0       # jawOpen at which the lips start to part (below: in contact)

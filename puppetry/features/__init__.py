@@ -144,8 +144,6 @@ def load_features(spec: str = "mel") -> Features:
                      f"(PATH is a local Hugging Face model folder)")
 
 
-
-
 def slaney_mel_filters(n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None,
                        sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Slaney-style mel filterbank (librosa's, Whisper's and torchaudio's ``norm="slaney",
