@@ -91,7 +91,40 @@ _JOB = None
 def _start_worker() -> None:
     import torch
     torch.set_num_threads(1)
+    _start_helper()
+
+
+def _start_helper() -> None:
+    """Set up a short-lived forked process that shares few cores with its siblings."""
     keep_freed_memory()
+    one_blas_thread()
+
+
+def one_blas_thread() -> None:
+    """Make each OpenBLAS loaded in this process (numpy's, OpenCV's, SciPy's) run on one
+    thread.
+
+    numpy's small products and solves (a frame's pose, its skull's inverse) wake OpenBLAS's
+    thread pool, whose threads then spin in ``sched_yield`` for a while after each call:
+    in a render worker forked on a 2-core machine that took a second core, doubling the
+    worker's CPU time for the same frames. A no-op where no OpenBLAS is loaded or
+    ``/proc`` is missing.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)          # already loaded: the same library, not a copy
+        except OSError:
+            continue
+        for name in ("openblas_set_num_threads64_", "openblas_set_num_threads",
+                     "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"):
+            if hasattr(lib, name):
+                getattr(lib, name)(1)
+                break
 
 
 def keep_freed_memory() -> None:
@@ -291,7 +324,7 @@ def _beside() -> Executor:
     one thread: the tracker leaves the GIL while it runs.
     """
     if _fork_is_safe():
-        return ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=keep_freed_memory)
+        return ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=_start_helper)
     return ThreadPoolExecutor(1)
 
 

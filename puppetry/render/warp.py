@@ -4,7 +4,7 @@ For each driving frame the portrait's mesh is deformed by the blendshapes, posed
 relative to the portrait, and rasterised (with the mouth and eye holes closed by fans)
 into a dense backward flow: for every output pixel, where to read the portrait. The flow
 is extended smoothly over hair, neck and shoulders, fades to zero on the background, and
-the portrait is resampled with ``grid_sample``. Revealed background comes from the
+the portrait is resampled there (``cv2.remap``, bilinear). Revealed background comes from the
 portrait's filled-in background plate; the mouth interior is drawn where the lips part.
 """
 from __future__ import annotations
@@ -84,14 +84,13 @@ class WarpRenderer:
         self.attr = torch.from_numpy(attr)
         self.shape = torch.from_numpy(p.shape)
         self.basis = torch.from_numpy(p.basis).reshape(len(p.basis), -1)
-        # 3. images as tensors: the canvas unmixed against the background plate
-        #    (premultiplied person + alpha), the canvas itself, the plate
+        # 3. images, channels last: the canvas unmixed against the background plate
+        #    (premultiplied person + alpha, float32[H x W x 4]), the canvas, the plate
         rgb, bg = p.image / np.float32(255), p.background / np.float32(255)
         premul = rgb - (1 - p.alpha[..., None]) * bg
-        self.source = torch.from_numpy(np.concatenate([premul, p.alpha[..., None]], -1)
-                                       .astype(np.float32)).permute(2, 0, 1)[None].contiguous()
+        self.source = np.ascontiguousarray(np.concatenate([premul, p.alpha[..., None]], -1), np.float32)
         self.image = torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
-        self.background = torch.from_numpy(bg).permute(2, 0, 1).contiguous()
+        self.background = torch.from_numpy(np.ascontiguousarray(bg, np.float32))
         self.reach = torch.from_numpy(self._reach(config.hair_reach, config.neck_reach))[None]
         self.seam = torch.from_numpy(self._reach(config.seam_reach, config.seam_reach))[None]
         fr = p.frame
@@ -99,9 +98,10 @@ class WarpRenderer:
         self.skull_centre = fr.to_image(np.array([config.head_centre]))[0]
         view = np.linalg.inv(self.skull_axes) @ np.array([0.0, 0.0, -1.0])   # toward the camera
         self.view = torch.from_numpy((view / np.linalg.norm(view)).astype(np.float32))
-        ys, xs_ = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+        ys, xs_ = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                 indexing="ij")
         self.to_grid = torch.tensor([2.0 / w, 2.0 / h])                 # pixels -> grid_sample units
-        self.base_grid = torch.stack([xs_, ys], -1) * self.to_grid - 1  # (H, W, 2) pixel centres
+        self.base_grid = torch.stack([xs_, ys], -1)   # (H, W, 2) each pixel's centre, remap's units
         rh, rw = self.raster_size
         ys, xs_ = torch.meshgrid((torch.arange(rh) + 0.5) / config.raster_scale,
                                  (torch.arange(rw) + 0.5) / config.raster_scale, indexing="ij")
@@ -237,18 +237,22 @@ class WarpRenderer:
         y1, x1 = ((moving.amax(0) + 2).float() / s).ceil().long().tolist()
         y1, x1 = min(y1, h), min(x1, w)
         flow = self._upsample(disp, y0, y1, x0, x1).permute(1, 2, 0)
-        grid = torch.addcmul(self.base_grid[y0:y1, x0:x1], flow, self.to_grid)  # (h, w, 2), -1..1
+        # where each output pixel reads the portrait, in remap's units (pixel centres at
+        # integers: pixel position - 0.5)
+        grid = self.base_grid[y0:y1, x0:x1] + flow                          # (h, w, 2)
         # exact flow around the eyes and mouth, rasterised at full resolution
         local = verts - np.float32([x0, y0, 0])
         fine = rasterize(torch.from_numpy(local), self.fine_faces, (y1 - y0, x1 - x0))
         if len(fine.pix):
             vals = fine.interpolate(self.fine_faces, self.attr)
             src = vals[:, :2] - vals[:, 2:3] * shift[0] - vals[:, 3:4] * shift[1]
-            grid.view(-1, 2)[fine.pix] = src * self.to_grid - 1
-        warped = F.grid_sample(self.source, grid[None], mode="bilinear", padding_mode="border",
-                               align_corners=False)[0]
-        bg = self.background[:, y0:y1, x0:x1]
-        out = warped[:3].add_(bg).addcmul_(warped[3:4], bg, value=-1)      # premul + (1 - a) bg
+            grid.view(-1, 2)[fine.pix] = src - 0.5
+        # channels last throughout (remap's layout; the frame's too: no transposing copy)
+        warped = torch.from_numpy(cv2.remap(self.source, grid.numpy(), None, cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE))   # (h, w, 4)
+        bg = self.background[y0:y1, x0:x1]
+        out = torch.addcmul(warped[..., :3], bg, warped[..., 3:], value=-1).add_(bg)  # premul + (1 - a) bg
+        out = out.permute(2, 0, 1)                                   # float[3 x h x w], a view
         # 6. a closing eye shows its lash line along the lid
         self._draw_lashes(out, (y0, x0), pts, frame)
         # 7. the mouth interior where the lips part further than in the portrait
