@@ -1,8 +1,8 @@
 """A small triangle rasteriser in torch (pytorch3d has no installable build here).
 
 Screen-space, orthographic: vertices are pixel coordinates (x, y) plus a depth z (smaller
-is nearer). Every pixel of every triangle's bounding box is enumerated (one flat list,
-no padding), tested with edge functions, and resolved with a z-buffer by one
+is nearer). Every pixel whose centre lies in a triangle's bounding box is enumerated (one
+flat list, no padding), tested with edge functions, and resolved with a z-buffer by one
 ``scatter_reduce(amin)`` over packed (depth, triangle) keys.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 
 _DEPTH_BITS = 40   # quantised depth in the high bits of the key, triangle id in the low
 _ID_BITS = 16
+_BOX_EPS = 1e-3    # pixels: a centre this far outside a triangle's box is still tested
 
 
 @dataclass
@@ -52,8 +53,8 @@ class Fragments:
 def _planes(tri: torch.Tensor) -> torch.Tensor:
     """Per-triangle affine coefficients: w0, w1 and z as ``a * x + b * y + c``.
 
-    tri : float[F x 3 x 3] (x, y, z per corner)  ->  float[F x 3 x 3], rows (w0, w1, z),
-    columns (a, b, c). Degenerate triangles get w0 = -1 everywhere (never inside).
+    tri : float[F x 3 x 3] (x, y, z per corner)  ->  float[9 x F], rows (a, b, c) of w0,
+    then of w1, then of z. Degenerate triangles get w0 = -1 everywhere (never inside).
     """
     x0, y0, z0 = tri[:, 0].unbind(-1)
     x1, y1, z1 = tri[:, 1].unbind(-1)
@@ -61,17 +62,18 @@ def _planes(tri: torch.Tensor) -> torch.Tensor:
     area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
     ok = area.abs() >= 1e-9
     inv = torch.where(ok, 1 / torch.where(ok, area, torch.ones_like(area)), torch.zeros_like(area))
-    w0 = torch.stack([(y1 - y2) * inv, (x2 - x1) * inv, (x1 * y2 - x2 * y1) * inv], -1)
-    w1 = torch.stack([(y2 - y0) * inv, (x0 - x2) * inv, (x2 * y0 - x0 * y2) * inv], -1)
-    w0[~ok, 2] = -1.0
-    z = (z0 - z2)[:, None] * w0 + (z1 - z2)[:, None] * w1
-    z[:, 2] += z2
-    return torch.stack([w0, w1, z], 1)
+    w0 = torch.stack([(y1 - y2) * inv, (x2 - x1) * inv, (x1 * y2 - x2 * y1) * inv])
+    w1 = torch.stack([(y2 - y0) * inv, (x0 - x2) * inv, (x2 * y0 - x0 * y2) * inv])
+    w0[2, ~ok] = -1.0
+    z = (z0 - z2) * w0 + (z1 - z2) * w1
+    z[2] += z2
+    return torch.cat([w0, w1, z])
 
 
-def _eval(planes: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Evaluate planes float[P x 3 x 3] at points float[P] -> float[P x 3] (w0, w1, z)."""
-    return planes[..., 0] * px[:, None] + planes[..., 1] * py[:, None] + planes[..., 2]
+def _eval(g: torch.Tensor, row: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Plane ``row`` (0: w0, 1: w1, 2: z) of coefficients g float[9 x P] at x, y float[P]."""
+    a, b, c = g[3 * row:3 * row + 3]
+    return torch.addcmul(torch.addcmul(c, a, x), b, y)
 
 
 def _nothing(size) -> Fragments:
@@ -80,7 +82,7 @@ def _nothing(size) -> Fragments:
 
 
 def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> Fragments:
-    """Rasterise triangles.
+    """Rasterise triangles: a pixel is covered when its centre (x + 0.5, y + 0.5) is inside.
 
     verts : float32[V x 3], pixels (x, y) and depth z (any units, smaller = nearer)
     faces : int64[F x 3]
@@ -88,45 +90,51 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -
     """
     h, w = size
     tri = verts[faces]                                           # (F, 3, 3)
-    lo = tri[..., :2].amin(1).floor().clamp_min(0)
-    hi = tri[..., :2].amax(1).ceil()
-    hi = torch.stack([hi[:, 0].clamp(max=w - 1), hi[:, 1].clamp(max=h - 1)], 1)
-    ext = (hi - lo + 1).clamp_min(0).long()                      # (F, 2) box width, height
-    visible = (ext > 0).all(1).nonzero().squeeze(1)
+    xy = tri[..., :2]
+    # each triangle's box: the pixels whose centres can be inside it
+    lo = (xy.amin(1) - (0.5 + _BOX_EPS)).ceil_().clamp_(min=0)                      # (F, 2)
+    hi = torch.minimum((xy.amax(1) - (0.5 - _BOX_EPS)).floor_(), torch.tensor([w - 1.0, h - 1.0]))
+    ext = (hi - lo + 1).clamp_(min=0).long()                     # (F, 2) box width, height
+    counts = ext[:, 0] * ext[:, 1]
+    visible = counts.nonzero().squeeze(1)
     if len(visible) == 0:
         return _nothing(size)
-    zmin, zmax = verts[:, 2].min(), verts[:, 2].max()
-    # every pixel of every triangle's box, without padding: (candidate -> triangle)
-    bw, bh = ext[visible, 0], ext[visible, 1]
-    counts = bw * bh
-    owner = torch.repeat_interleave(torch.arange(len(visible)), counts)     # (P,)
-    start = torch.cumsum(counts, 0) - counts
-    k = torch.arange(len(owner)) - start[owner]
-    tid = visible[owner]
-    width = bw[owner]
-    row = k // width
-    corner = lo[visible].long()[owner]                                   # (P, 2) box corner
-    px = (corner[:, 0] + k - row * width).float()
-    py = (corner[:, 1] + row).float()
-    planes = _planes(tri)                                               # (F, 3, 3)
-    w0, w1, z = _eval(planes[tid], px + 0.5, py + 0.5).unbind(-1)
-    inside = (w0 >= -1e-5) & (w1 >= -1e-5) & (w0 + w1 <= 1 + 1e-5)
-    zq = ((z - zmin) / (zmax - zmin + 1e-9) * (2 ** (_DEPTH_BITS - 1))).long()
-    keys = ((zq << _ID_BITS) | tid)[inside]
-    pixels = (py * w + px).long()[inside]
-    if len(keys) == 0:
+    counts, width, corner = counts[visible], ext[visible, 0], lo[visible]
+    planes = _planes(tri)                                        # (9, F)
+    # the visible triangles' planes in box coordinates (0, 0 = the box's first pixel
+    # centre): small numbers, so w0, w1 keep their precision far from the origin
+    local = planes[:, visible]                                   # (9, V)
+    local[2::3] += local[0::3] * (corner[:, 0] + 0.5) + local[1::3] * (corner[:, 1] + 0.5)
+    # every pixel of every box, without padding: candidate -> visible triangle
+    owner = torch.repeat_interleave(counts)                      # (P,)
+    k = torch.arange(len(owner)) - (counts.cumsum(0) - counts)[owner]
+    row = k.div(width[owner], rounding_mode="floor")
+    col = k - row * width[owner]
+    g = local[:, owner]                                          # (9, P)
+    colf, rowf = col.float(), row.float()
+    w0, w1 = _eval(g, 0, colf, rowf), _eval(g, 1, colf, rowf)
+    inside = ((w0 >= -1e-5) & (w1 >= -1e-5) & (w0 + w1 <= 1 + 1e-5)).nonzero().squeeze(1)
+    if len(inside) == 0:
         return _nothing(size)
-    # z-buffer over the triangles' bounding box only (often far smaller than the target)
-    bx0, by0 = int(lo[visible, 0].min()), int(lo[visible, 1].min())
+    owner, row, col = owner[inside], row[inside], col[inside]
+    z = _eval(g[:, inside], 2, colf[inside], rowf[inside])
+    # z-buffer over the boxes' extent only (often far smaller than the target), by one
+    # scatter_reduce(amin) over packed (quantised depth, triangle) keys
+    zmin, zmax = verts[:, 2].min(), verts[:, 2].max()
+    zq = ((z - zmin) * ((2 ** (_DEPTH_BITS - 1)) / (zmax - zmin + 1e-9))).long()
+    keys = (zq << _ID_BITS) | visible[owner]
+    bx0, by0 = int(corner[:, 0].min()), int(corner[:, 1].min())
     bx1, by1 = int(hi[visible, 0].max()) + 1, int(hi[visible, 1].max()) + 1
     zw = bx1 - bx0
-    local = (pixels // w - by0) * zw + (pixels % w - bx0)
+    cx, cy = corner.long().unbind(1)
+    cell = (cy[owner] + row - by0) * zw + (cx[owner] + col - bx0)
     empty = torch.iinfo(torch.long).max
     best = torch.full(((by1 - by0) * zw,), empty, dtype=torch.long)
-    best.scatter_reduce_(0, local, keys, reduce="amin")
+    best.scatter_reduce_(0, cell, keys, reduce="amin")
     hit = (best != empty).nonzero().squeeze(1)
     face = best[hit] & ((1 << _ID_BITS) - 1)
     px, py = hit % zw + bx0, hit // zw + by0                     # int64
-    w0, w1, _ = _eval(planes[face], px + 0.5, py + 0.5).unbind(-1)
+    g, cx, cy = planes[:, face], px + 0.5, py + 0.5
+    w0, w1 = _eval(g, 0, cx, cy), _eval(g, 1, cx, cy)
     bary = torch.stack([w0, w1, 1 - w0 - w1], -1).clamp(0, 1)
     return Fragments(py * w + px, face, bary / bary.sum(-1, keepdim=True), size)
