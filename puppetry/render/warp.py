@@ -101,7 +101,7 @@ class WarpRenderer:
         ys, xs_ = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
                                  indexing="ij")
         self.to_grid = torch.tensor([2.0 / w, 2.0 / h])                 # pixels -> grid_sample units
-        self.base_grid = torch.stack([xs_, ys], -1)   # (H, W, 2) each pixel's centre, remap's units
+        self.base_grid = torch.stack([xs_, ys], -1).numpy()   # (H, W, 2) pixels' centres, remap's units
         rh, rw = self.raster_size
         ys, xs_ = torch.meshgrid((torch.arange(rh) + 0.5) / config.raster_scale,
                                  (torch.arange(rw) + 0.5) / config.raster_scale, indexing="ij")
@@ -236,10 +236,10 @@ class WarpRenderer:
         y0, x0 = ((moving.amin(0) - 1).clamp_min(0).float() / s).floor().long().tolist()
         y1, x1 = ((moving.amax(0) + 2).float() / s).ceil().long().tolist()
         y1, x1 = min(y1, h), min(x1, w)
-        flow = self._upsample(disp, y0, y1, x0, x1).permute(1, 2, 0)
+        flow = self._upsample(disp, y0, y1, x0, x1)                     # (h, w, 2)
         # where each output pixel reads the portrait, in remap's units (pixel centres at
         # integers: pixel position - 0.5)
-        grid = self.base_grid[y0:y1, x0:x1] + flow                          # (h, w, 2)
+        grid = torch.from_numpy(self.base_grid[y0:y1, x0:x1] + flow)          # (h, w, 2)
         # exact flow around the eyes and mouth, rasterised at full resolution
         local = verts - np.float32([x0, y0, 0])
         fine = rasterize(torch.from_numpy(local), self.fine_faces, (y1 - y0, x1 - x0))
@@ -262,17 +262,18 @@ class WarpRenderer:
             self._draw_mouth(out, fine, local, min(1.0, fade), frame)
         return (y0, y1, x0, x1), out
 
-    def _upsample(self, disp: torch.Tensor, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
-        """The coarse flow float[2 x h x w] bilinearly upsampled to canvas pixels, for the
-        region [y0:y1, x0:x1] only -> float[2 x (y1-y0) x (x1-x0)]."""
+    def _upsample(self, disp: torch.Tensor, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The coarse flow float[2 x h x w] bilinearly upsampled to canvas pixels (pixel
+        centres aligned, as ``F.interpolate(align_corners=False)``), for the region
+        [y0:y1, x0:x1] only -> float32[(y1-y0) x (x1-x0) x 2], a view."""
         s = self.config.raster_scale
         cy0, cx0 = max(0, int(y0 * s) - 1), max(0, int(x0 * s) - 1)
         cy1 = min(disp.shape[1], int(np.ceil(y1 * s)) + 2)
         cx1 = min(disp.shape[2], int(np.ceil(x1 * s)) + 2)
-        up = F.interpolate(disp[None, :, cy0:cy1, cx0:cx1], scale_factor=1 / s, mode="bilinear",
-                           align_corners=False)[0]
+        coarse = disp[:, cy0:cy1, cx0:cx1].permute(1, 2, 0).contiguous().numpy()
+        up = cv2.resize(coarse, None, fx=1 / s, fy=1 / s, interpolation=cv2.INTER_LINEAR)
         oy, ox = round(cy0 / s), round(cx0 / s)
-        return up[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        return up[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
     def _draw_lashes(self, out, origin, pts, frame):
         """Darken a thin curve along each closing upper lid (in place on ``out``)."""
