@@ -4,8 +4,9 @@ For each driving frame the portrait's mesh is deformed by the blendshapes, posed
 relative to the portrait, and rasterised (with the mouth and eye holes closed by fans)
 into a dense backward flow: for every output pixel, where to read the portrait. The flow
 is extended smoothly over hair, neck and shoulders, fades to zero on the background, and
-the portrait is resampled there (``cv2.remap``, bilinear). Revealed background comes from the
-portrait's filled-in background plate; the mouth interior is drawn where the lips part.
+the portrait is resampled there (``cv2.remap``: bilinear, weights to 1/32 pixel).
+Revealed background comes from the portrait's filled-in background plate; the mouth
+interior is drawn where the lips part.
 """
 from __future__ import annotations
 
