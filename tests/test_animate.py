@@ -165,3 +165,28 @@ def test_fork_is_not_used_once_mediapipe_runs():
     assert not _fork_is_safe()
     with _beside() as pool:
         assert type(pool).__name__ == "ThreadPoolExecutor"
+
+
+def test_one_blas_thread_sets_every_loaded_openblas_and_forked_workers_inherit_it():
+    code = """
+import ctypes, json, multiprocessing as mp, numpy, cv2
+from puppetry.pipeline import one_blas_thread
+
+def counts(_=None):
+    out = []
+    for path in sorted({l.split()[-1] for l in open('/proc/self/maps') if 'openblas' in l.rsplit('/', 1)[-1]}):
+        lib = ctypes.CDLL(path)
+        for name in ('openblas_get_num_threads64_', 'openblas_get_num_threads'):
+            if hasattr(lib, name):
+                out.append(getattr(lib, name)())
+                break
+    return out
+
+one_blas_thread()
+with mp.get_context('fork').Pool(1) as pool:
+    print(json.dumps([counts(), pool.map(counts, [0])[0]]))
+"""
+    done = _python("-c", code, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    here, forked = json.loads(done.stdout)
+    assert here and set(here) == {1} and set(forked) == {1}, done.stdout   # numpy's and OpenCV's

@@ -78,6 +78,30 @@ def test_rasterize_covers_a_right_triangle(corners):
     assert ((xs + ys) <= 9).all()
 
 
+def test_rasterize_a_sub_pixel_mesh_covers_its_area_once():
+    # a jittered grid of triangles smaller than a pixel, over a rectangle: every pixel
+    # whose centre is inside is covered exactly once, none outside (most triangles hold
+    # no pixel centre at all)
+    rng = np.random.default_rng(1)
+    x0, x1, y0, y1, step = 2.3, 29.7, 1.6, 25.2, 0.7
+    xs, ys = np.linspace(x0, x1, round((x1 - x0) / step) + 1), np.linspace(y0, y1, round((y1 - y0) / step) + 1)
+    gx, gy = np.meshgrid(xs, ys)
+    inner = np.zeros(gx.shape, bool)
+    inner[1:-1, 1:-1] = True
+    gx[inner] += rng.uniform(-0.2, 0.2, inner.sum())
+    gy[inner] += rng.uniform(-0.2, 0.2, inner.sum())
+    verts = torch.tensor(np.stack([gx.ravel(), gy.ravel(), rng.uniform(0, 1, gx.size)], 1), dtype=torch.float32)
+    n = len(xs)
+    quads = [(r * n + c, r * n + c + 1, (r + 1) * n + c, (r + 1) * n + c + 1)
+             for r in range(len(ys) - 1) for c in range(n - 1)]
+    faces = torch.tensor([t for a, b, c, d in quads for t in ((a, b, c), (b, d, c))])
+    frags = rasterize(verts, faces, (32, 32))
+    assert len(frags.pix) == len(torch.unique(frags.pix))
+    cy, cx = np.mgrid[0:32, 0:32] + 0.5
+    inside = (cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)
+    assert np.array_equal(frags.mask().numpy(), inside)
+
+
 def test_rasterize_barycentrics():
     verts = _tri([3.2, 1.7, 0], [27.9, 6.1, 1], [9.4, 29.3, 2], [30.5, 28.0, 3])
     faces = torch.tensor([[0, 1, 2], [1, 3, 2]])
