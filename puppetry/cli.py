@@ -120,13 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     # render workers, the speech encoder and ffmpeg share few cores, and a spinning thread
     # takes one from them. Read when torch loads, which is after this line.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # numpy's (and OpenCV's) OpenBLAS threads spin after each call: one thread here, and
-    # in every process forked from here (pipeline.one_blas_thread)
-    one_blas_thread()
-    # a one-shot process that allocates much and frees little in cycles: collect young
-    # objects every 50 000 allocations, not every 700 (torch's import alone ran ~0.1 s of
-    # collections; a job's peak memory does not move)
-    gc.set_threshold(GC_THRESHOLD)
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
@@ -138,11 +131,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """Console-script entry point: run, then leave without interpreter teardown.
+    """Console-script entry point: tune the process, run, then leave without interpreter
+    teardown.
 
     Every output is written and closed by then (files are renamed into place only when
     complete); tearing down torch's native libraries would only add ~0.7 s to each run.
     """
+    # settings of the whole process, so here and not in main() (which tests call in theirs):
+    # numpy's (and OpenCV's) OpenBLAS threads spin after each call: one thread here, and in
+    # every process forked from here (pipeline.one_blas_thread); and young objects are
+    # collected every 50 000 allocations, not every 700 (torch's import alone ran ~0.1 s of
+    # collections; the peak memory of an hour-long job does not move)
+    one_blas_thread()
+    gc.set_threshold(GC_THRESHOLD)
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

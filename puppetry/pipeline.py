@@ -112,9 +112,11 @@ def one_blas_thread() -> None:
     """
     try:
         with open("/proc/self/maps") as maps:
-            libs = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1]}
+            paths = {fields[5].rstrip("\n") for fields in (line.split(maxsplit=5) for line in maps)
+                     if len(fields) == 6}                        # the 6th field: a path, spaces kept
     except OSError:
         return
+    libs = {path for path in paths if "openblas" in path.rsplit("/", 1)[-1]}
     for path in libs:
         try:
             lib = ctypes.CDLL(path)          # already loaded: the same library, not a copy
