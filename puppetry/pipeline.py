@@ -110,23 +110,28 @@ def one_blas_thread() -> None:
     worker's CPU time for the same frames. A no-op where no OpenBLAS is loaded or
     ``/proc`` is missing.
     """
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {fields[5].rstrip("\n") for fields in (line.split(maxsplit=5) for line in maps)
-                     if len(fields) == 6}                        # the 6th field: a path, spaces kept
-    except OSError:
-        return
-    libs = {path for path in paths if "openblas" in path.rsplit("/", 1)[-1]}
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)          # already loaded: the same library, not a copy
-        except OSError:
-            continue
+    for lib in openblas_libraries():
         for name in ("openblas_set_num_threads64_", "openblas_set_num_threads",
                      "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"):
             if hasattr(lib, name):
                 getattr(lib, name)(1)
                 break
+
+
+def openblas_libraries() -> list[ctypes.CDLL]:
+    """Every OpenBLAS library loaded in this process (from ``/proc/self/maps``; none where
+    it is missing), opened again: the same library, not a copy."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {fields[5].rstrip("\n") for fields in (line.split(maxsplit=5) for line in maps)
+                     if len(fields) == 6}                        # the 6th field: a path, spaces kept
+    except OSError:
+        return []
+    libs = []
+    for path in sorted(p for p in paths if "openblas" in p.rsplit("/", 1)[-1]):
+        with suppress(OSError):
+            libs.append(ctypes.CDLL(path))
+    return libs
 
 
 def keep_freed_memory() -> None:

@@ -169,17 +169,14 @@ def test_fork_is_not_used_once_mediapipe_runs():
 
 def test_one_blas_thread_sets_every_loaded_openblas_and_forked_workers_inherit_it():
     code = """
-import ctypes, json, multiprocessing as mp, numpy, cv2
-from puppetry.pipeline import one_blas_thread
+import json, multiprocessing as mp, numpy, cv2
+from puppetry.pipeline import one_blas_thread, openblas_libraries
 
 def counts(_=None):
     out = []
-    for path in sorted({l.split()[-1] for l in open('/proc/self/maps') if 'openblas' in l.rsplit('/', 1)[-1]}):
-        lib = ctypes.CDLL(path)
-        for name in ('openblas_get_num_threads64_', 'openblas_get_num_threads'):
-            if hasattr(lib, name):
-                out.append(getattr(lib, name)())
-                break
+    for lib in openblas_libraries():
+        get = getattr(lib, 'openblas_get_num_threads64_', None) or lib.openblas_get_num_threads
+        out.append(get())
     return out
 
 one_blas_thread()

