@@ -9,7 +9,7 @@ import warnings
 from dataclasses import replace
 
 from .drive.motion import PRESETS
-from .pipeline import one_blas_thread
+from .runtime import one_blas_thread
 
 GC_THRESHOLD = 50_000   # allocations between collections of the youngest generation
 
@@ -139,7 +139,7 @@ def entry() -> None:
     """
     # settings of the whole process, so here and not in main() (which tests call in theirs):
     # numpy's (and OpenCV's) OpenBLAS threads spin after each call: one thread here, and in
-    # every process forked from here (pipeline.one_blas_thread); and young objects are
+    # every process forked from here (runtime.one_blas_thread); and young objects are
     # collected every 50 000 allocations, not every 700 (torch's import alone ran ~0.1 s of
     # collections; the peak memory of an hour-long job does not move)
     one_blas_thread()

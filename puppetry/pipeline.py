@@ -1,15 +1,9 @@
 """End-to-end jobs, as short numbered steps over library calls."""
 from __future__ import annotations
 
-import ctypes
-import mmap
-import multiprocessing as mp
-import os
-import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import suppress
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +14,7 @@ from .drive.motion import resolve_motion
 from .io import check_not_input, write_video
 from .portrait import Portrait, load_portrait
 from .render.config import RenderConfig
+from .runtime import beside, fork_is_safe, frames_in_workers
 
 
 @dataclass(frozen=True)
@@ -39,7 +34,7 @@ def render(portrait: Portrait, motion: Motion, config: RenderConfig = RenderConf
     """Frames of ``portrait`` driven by ``motion``: an iterator of uint8[H x W x 3], in order.
 
     Frames are independent, so long motions are rendered by ``workers`` forked processes
-    (default: one per CPU core, at most 2), each with one torch thread. With ``lend``,
+    (``runtime.frames_in_workers``: default one per CPU core, at most 2). With ``lend``,
     such frames are lent, not given: each is valid only until the next is asked for (for
     a consumer that writes each frame out at once, like ``write_video``: no copy).
 
@@ -48,121 +43,7 @@ def render(portrait: Portrait, motion: Motion, config: RenderConfig = RenderConf
     """
     from .render.warp import WarpRenderer
     renderer = WarpRenderer(portrait, config)
-    workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    if workers < 2 or len(motion) < PARALLEL_MIN_FRAMES or "fork" not in mp.get_all_start_methods():
-        yield from renderer.render(motion)
-        return
-    # frames come back through a ring of shared buffers, not pickled through a pipe
-    # (pickles cost ~0.2 s per 130 frames at 512²): frame i goes into slot i % SLOTS once
-    # the frame that used the slot before has been taken
-    ctx = mp.get_context("fork")
-    h, w = renderer.size
-    ring = mmap.mmap(-1, RING_SLOTS * h * w * 3)          # anonymous, shared with the forks
-    slots = np.frombuffer(ring, np.uint8).reshape(RING_SLOTS, h, w, 3)
-    taken, cond = ctx.RawValue("q", 0), ctx.Condition()
-    global _JOB
-    _JOB = (renderer, motion, slots, taken, cond)  # inherited by the forked workers, never pickled
-    try:
-        with ctx.Pool(workers, initializer=_start_worker) as pool:
-            for slot in pool.imap(_render_one, range(len(motion)), chunksize=PARALLEL_CHUNK):
-                if lend:
-                    yield slots[slot]             # used by the caller before it asks again
-                    frame = None
-                else:
-                    frame = slots[slot].copy()
-                with cond:
-                    taken.value += 1
-                    cond.notify_all()
-                if frame is not None:
-                    yield frame
-    finally:
-        _JOB = None                       # also when the caller stops early
-        del slots
-        with suppress(BufferError):       # a view still held (a traceback): freed with it
-            ring.close()
-
-
-PARALLEL_MIN_FRAMES = 50   # shorter motions render in this process
-PARALLEL_CHUNK = 5         # frames a worker renders per task
-RING_SLOTS = 16            # shared frame buffers (>= 2 chunks per worker in flight)
-_JOB = None
-
-
-def _start_worker() -> None:
-    import torch
-    torch.set_num_threads(1)
-    _start_helper()
-
-
-def _start_helper() -> None:
-    """Set up a short-lived forked process that shares few cores with its siblings."""
-    keep_freed_memory()
-    one_blas_thread()
-
-
-def one_blas_thread() -> None:
-    """Make each OpenBLAS loaded in this process (numpy's, OpenCV's, SciPy's) run on one
-    thread.
-
-    numpy's small products and solves (a frame's pose, its skull's inverse) wake OpenBLAS's
-    thread pool, whose threads then spin in ``sched_yield`` for a while after each call:
-    in a render worker forked on a 2-core machine that took a second core, doubling the
-    worker's CPU time for the same frames. A no-op where no OpenBLAS is loaded or
-    ``/proc`` is missing.
-    """
-    for lib in openblas_libraries():
-        for name in ("openblas_set_num_threads64_", "openblas_set_num_threads",
-                     "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads"):
-            if hasattr(lib, name):
-                getattr(lib, name)(1)
-                break
-
-
-def openblas_libraries() -> list[ctypes.CDLL]:
-    """Every OpenBLAS library loaded in this process (from ``/proc/self/maps``; none where
-    it is missing), opened again: the same library, not a copy."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {fields[5].rstrip("\n") for fields in (line.split(maxsplit=5) for line in maps)
-                     if len(fields) == 6}                        # the 6th field: a path, spaces kept
-    except OSError:
-        return []
-    libs = []
-    for path in sorted(p for p in paths if "openblas" in p.rsplit("/", 1)[-1]):
-        with suppress(OSError):
-            libs.append(ctypes.CDLL(path))
-    return libs
-
-
-def keep_freed_memory() -> None:
-    """Let glibc keep freed memory for reuse instead of handing it back to the kernel.
-
-    A frame's tensors are megabytes each; glibc serves blocks that large straight from the
-    kernel (mmap) and returns them on free, so every frame faulted in ~10 MB of fresh
-    zeroed pages: ~2700 page faults and a third of a render worker's time in the kernel.
-    For short-lived processes only (the render workers, the helper beside the speech
-    stage): the process keeps its peak heap until it exits (in the main process of an
-    hour-long job that raised the peak from 1.6 to 2.0 GB). A no-op where libc is not
-    glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)     # blocks below 256 MB from the heap
-        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)       # and the heap is not trimmed
-    except (OSError, AttributeError):
-        pass
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc's malloc.h
-
-
-def _render_one(i: int) -> int:
-    """In a worker: render frame ``i`` into its ring slot; returns the slot."""
-    renderer, motion, slots, taken, cond = _JOB
-    with cond:
-        cond.wait_for(lambda: taken.value > i - len(slots))   # the slot's last frame was taken
-    renderer.render_frame(motion[i], out=slots[i % len(slots)])
-    return i % len(slots)
+    yield from frames_in_workers(renderer.render_frame, motion, renderer.size, workers, lend=lend)
 
 
 def render_video(portrait_path, motion_spec, out_path, job: RenderJob = RenderJob()) -> dict:
@@ -279,9 +160,9 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
     report = progress or (lambda done, total, stage: None)
     report(0, 1, "listening to the speech and reading the portrait")
     early = _early_features(job, audio)
-    with _beside() as beside:
-        features = beside.submit(_speech_features, early, audio) if early else None
-        reading = beside.submit(load_portrait, portrait_path, size=job.size, frame=job.frame)
+    with beside() as helper:
+        features = helper.submit(_speech_features, early, audio) if early else None
+        reading = helper.submit(load_portrait, portrait_path, size=job.size, frame=job.frame)
         try:
             motion = speech_to_motion(audio, job, features)
         except BaseException:
@@ -314,34 +195,13 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
 EARLY_FEATURES_MAX_S = 300.0    # longer speech: features in this process (no big pickles)
 
 
-def _fork_is_safe() -> bool:
-    """A process forked now can run MediaPipe and CTranslate2: neither has started its
-    threads here (a forked copy of a running graph or thread pool would hang)."""
-    return ("fork" in mp.get_all_start_methods()
-            and not {"mediapipe", "ctranslate2"} & set(sys.modules))
-
-
-def _beside() -> Executor:
-    """Where the portrait (and the shipped model's speech features, see
-    :func:`_early_features`) are made beside the speech stage.
-
-    In a fresh process (``puppetry animate``): one forked process, started before torch
-    is imported, so that MediaPipe, the portrait and the Whisper encoder (none needs
-    torch) run while torch loads and the model is read; the two cores share them. Else
-    one thread: the tracker leaves the GIL while it runs.
-    """
-    if _fork_is_safe():
-        return ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=_start_helper)
-    return ThreadPoolExecutor(1)
-
-
 def _early_features(job: AnimateJob, audio: np.ndarray) -> str | None:
     """The shipped model's feature spec when its features can be computed beside the
     speech stage without torch (Whisper, in a forked process, for up to 5 min), else None."""
     from .audio import SAMPLE_RATE
     from .expression.shipped import default_features
 
-    if job.model or len(audio) > EARLY_FEATURES_MAX_S * SAMPLE_RATE or not _fork_is_safe():
+    if job.model or len(audio) > EARLY_FEATURES_MAX_S * SAMPLE_RATE or not fork_is_safe():
         return None
     spec = default_features()
     return spec if spec == "whisper" else None

@@ -160,17 +160,17 @@ def test_mediapipe_import_leaves_matplotlib_unloaded_and_usable():
 
 def test_fork_is_not_used_once_mediapipe_runs():
     from puppetry.face.tracker import _import_solutions
-    from puppetry.pipeline import _beside, _fork_is_safe
+    from puppetry.runtime import beside, fork_is_safe
     _import_solutions()
-    assert not _fork_is_safe()
-    with _beside() as pool:
+    assert not fork_is_safe()
+    with beside() as pool:
         assert type(pool).__name__ == "ThreadPoolExecutor"
 
 
 def test_one_blas_thread_sets_every_loaded_openblas_and_forked_workers_inherit_it():
     code = """
 import json, multiprocessing as mp, numpy, cv2
-from puppetry.pipeline import one_blas_thread, openblas_libraries
+from puppetry.runtime import one_blas_thread, openblas_libraries
 
 def counts(_=None):
     out = []
