@@ -18,7 +18,7 @@ def _render(args) -> None:
     from .pipeline import RenderJob, render_video
     job = replace(RenderJob(), size=args.size, frame=args.frame, fps=args.fps,
                   duration=args.duration, seed=args.seed)
-    stats = render_video(args.portrait, args.motion, args.output, job)
+    stats = render_video(args.portrait, args.motion, args.output, job, force=args.force)
     print(f"wrote {args.output}: {stats['frames']} frames, {stats['duration_s']:.2f} s of video "
           f"in {stats['total_s']:.2f} s (real-time factor {stats['total_s'] / stats['duration_s']:.2f})")
 
@@ -31,7 +31,7 @@ def _animate(args) -> None:
                   still=args.still, motion_scale=args.motion_scale, model=args.model,
                   style=args.style, motion=args.motion, motion_mode=args.motion_mode, voice=args.voice)
     stats = animate_video(args.portrait, args.audio, args.output, job, text=args.text,
-                          expressions_out=args.expressions_out)
+                          expressions_out=args.expressions_out, force=args.force)
     print(f"wrote {args.output}: {stats['frames']} frames for {stats['duration_s']:.2f} s of speech "
           f"in {stats['total_s']:.2f} s (real-time factor {stats['total_s'] / max(stats['duration_s'], 1e-9):.2f}, "
           f"first frame after {stats['first_frame_s']:.2f} s)")
@@ -39,8 +39,10 @@ def _animate(args) -> None:
 
 def _fit_style(args) -> None:
     from .expression.style import fit_style
+    from .io import check_output
+    check_output(args.output, [args.video], force=args.force)   # before minutes of tracking
     style = fit_style(args.video)
-    style.save(args.output)
+    style.save(args.output, force=args.force)
     print(f"wrote {args.output}: speaking style of {args.video}")
 
 
@@ -55,6 +57,13 @@ def _serve(args) -> None:
                        max_sessions=args.max_sessions))
 
 
+def add_output(parser: argparse.ArgumentParser, what: str) -> None:
+    """``-o/--output`` and ``--force``, the same for every command that writes a file."""
+    parser.add_argument("-o", "--output", required=True, help=what)
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite an existing read-only output (never an input or a device)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="puppetry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("portrait", help="photo of one face (JPEG, PNG, ...), or 'astronaut' for the bundled one")
     r.add_argument("--motion", required=True,
                    help=f"a motion JSON file, or a preset: {', '.join(PRESETS)}")
-    r.add_argument("-o", "--output", required=True, help="output video, .mp4")
+    add_output(r, "output video, .mp4")
     r.add_argument("--fps", type=float, default=25.0, help="frame rate of presets (default 25)")
     r.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
     r.add_argument("--frame", choices=("crop", "full"), default="crop",
@@ -77,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--text", help="say these words with the built-in offline voice instead of AUDIO")
     a.add_argument("--voice", default="espeak", help="TTS voice for --text: espeak (default), "
                    "espeak:NAME, or joe (the 'piper' extra)")
-    a.add_argument("-o", "--output", required=True, help="output video, .mp4 (H.264 + AAC)")
+    add_output(a, "output video, .mp4 (H.264 + AAC)")
     a.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
     a.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
     a.add_argument("--frame", choices=("crop", "full"), default="crop",
@@ -95,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit-style", help="fit a person's speaking style from a video of them")
     f.add_argument("video", help="a video of the person talking, face visible")
-    f.add_argument("-o", "--output", required=True, help="style file, .json")
+    add_output(f, "style file, .json")
     f.set_defaults(run=_fit_style)
 
     d = sub.add_parser("demo", help="the browser demo (Gradio): upload a portrait and speech")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import stat
 import subprocess
 import tempfile
 import warnings
@@ -100,11 +101,56 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         raise OSError(f"unsupported colour mode {im.mode}") from e
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a hidden temp path beside ``path``; move it onto ``path`` if the block succeeds."""
+class OutputError(ValueError):
+    """An output path that must not be written; the message names the path and the fix."""
+
+
+def check_output(path: PathLike, inputs: Sequence[PathLike] = (), *, force: bool = False) -> Path:
+    """Refuse an output path before any work is done; returns it as a Path.
+
+    Refused, with :class:`OutputError`: one of ``inputs`` (outputs never overwrite inputs,
+    also through a link); a folder; anything that exists but is not a regular file (a
+    device such as ``/dev/null``, a pipe, a socket: the temp-file rename would replace the
+    node itself); an existing read-only file, unless ``force`` (as ``cp`` refuses it).
+    """
+    path = Path(path)
+    check_not_input(path, inputs)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder: give a file name such as {path / 'out.mp4'}")
+        raise OutputError(f"{path} is a folder: give a file name such as {path / 'out.mp4'}")
+    if os.path.lexists(path):
+        try:
+            st = path.stat()                                   # through a link: what it names
+        except OSError:
+            st = None                                          # a dangling link: replaced
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"refusing to write {path}: it is a {_kind(st.st_mode)}, not a "
+                              "regular file; give a new file name such as out.mp4")
+        if st is not None and not force and _read_only(path, st):
+            raise OutputError(f"refusing to overwrite {path}: it is read-only; choose another "
+                              "name, make it writable (chmod u+w), or pass --force (force=True)")
+    return path
+
+
+def _kind(mode: int) -> str:
+    return ("character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode)
+            else "named pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+            else "special file")
+
+
+def _read_only(path: Path, st: os.stat_result) -> bool:
+    """No write permission for us: for root (whom ``os.access`` lets write anything), no
+    write bit at all, as ``cp -i`` and ``rm`` treat it."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    return not os.access(path, os.W_OK)
+
+
+@contextmanager
+def atomic_path(path: PathLike, *, force: bool = False) -> Iterator[Path]:
+    """Yield a hidden temp path beside ``path``; move it onto ``path`` if the block
+    succeeds (:func:`check_output` first: never onto a device or, unless ``force``, a
+    read-only file)."""
+    path = check_output(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}")
     try:
@@ -112,6 +158,13 @@ def _atomic(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text(path: PathLike, text: str, *, force: bool = False) -> Path:
+    """Atomically write UTF-8 ``text`` to ``path`` (:func:`atomic_path`)."""
+    with atomic_path(path, force=force) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def _check_frame(frame, what: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -126,21 +179,22 @@ def _check_frame(frame, what: str, shape: tuple[int, ...] | None = None) -> np.n
 
 
 def check_not_input(path: PathLike, inputs: Sequence[PathLike]) -> None:
-    """Raise ValueError if ``path`` is one of ``inputs`` (outputs never overwrite inputs)."""
+    """Raise OutputError if ``path`` is one of ``inputs`` (outputs never overwrite inputs)."""
     for src in inputs:
         if Path(path).resolve() == Path(src).resolve():
-            raise ValueError(f"refusing to write {path}: it is one of the inputs; "
+            raise OutputError(f"refusing to write {path}: it is one of the inputs; "
                              "choose another output path")
 
 
-def write_image(path: PathLike, rgb: np.ndarray) -> Path:
-    """Atomically write ``rgb : uint8[H x W x 3]`` as PNG or JPEG, chosen by the suffix."""
+def write_image(path: PathLike, rgb: np.ndarray, *, force: bool = False) -> Path:
+    """Atomically write ``rgb : uint8[H x W x 3]`` as PNG or JPEG, chosen by the suffix
+    (``force``: overwrite a read-only file)."""
     path = Path(path)
     fmt = IMAGE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot write {path}: use a .png or .jpg file name")
     image = Image.fromarray(_check_frame(rgb, "image"))
-    with _atomic(path) as tmp:
+    with atomic_path(path, force=force) as tmp:
         image.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return path
 
@@ -155,7 +209,7 @@ def _widen_pipe(pipe, nbytes: int) -> None:
 
 def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
                 audio: PathLike | tuple[np.ndarray, int] | None = None, *, crf: int = CRF,
-                inputs: Sequence[PathLike] = ()) -> Path:
+                inputs: Sequence[PathLike] = (), force: bool = False) -> Path:
     """Stream frames to an H.264 MP4 (yuv420p, faststart), with optional AAC audio.
 
     frames : iterable of uint8[H x W x 3] RGB, all one size; consumed one at a time. Odd
@@ -164,13 +218,14 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
     audio  : an audio file, or ``(samples float32[N], sample_rate Hz)`` mono; it starts
              with the first frame and is kept whole (the file lasts as long as the longer).
     inputs : files this video is made from; writing onto one of them is refused.
+    force  : overwrite a read-only file (a device, a folder or an input: never).
 
     The file appears at ``path`` only when encoding succeeded; returns ``path``.
     """
     path = Path(path)
     # 1. Refuse to overwrite the inputs (the audio file counts as one).
     audio_file = None if audio is None or isinstance(audio, tuple) else Path(audio)
-    check_not_input(path, [*inputs, *([audio_file] if audio_file else [])])
+    check_output(path, [*inputs, *([audio_file] if audio_file else [])], force=force)
     if not (fps > 0 and 0 <= crf <= 51):
         raise ValueError(f"cannot write {path} at fps={fps}, crf={crf}: use fps > 0 and "
                          "crf in 0..51 (lower is better quality)")
@@ -188,7 +243,7 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
         raise ValueError(f"no frames to write to {path}: pass at least one H x W x 3 frame")
     shape = _check_frame(first, "frame 0").shape
     h, w = shape[0] + shape[0] % 2, shape[1] + shape[1] % 2
-    with tempfile.TemporaryDirectory() as scratch, _atomic(path) as tmp, \
+    with tempfile.TemporaryDirectory() as scratch, atomic_path(path, force=force) as tmp, \
             tempfile.TemporaryFile() as log:
         # 3. Build the ffmpeg command: raw RGB on stdin, audio from a file.
         if isinstance(audio, tuple):

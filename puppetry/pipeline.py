@@ -11,7 +11,7 @@ import numpy as np
 
 from .drive.frames import Motion
 from .drive.motion import resolve_motion
-from .io import check_not_input, write_video
+from .io import check_output, write_video
 from .portrait import Portrait, load_portrait
 from .render.config import RenderConfig
 from .runtime import beside, fork_is_safe, frames_in_workers
@@ -46,21 +46,23 @@ def render(portrait: Portrait, motion: Motion, config: RenderConfig = RenderConf
     yield from frames_in_workers(renderer.render_frame, motion, renderer.size, workers, lend=lend)
 
 
-def render_video(portrait_path, motion_spec, out_path, job: RenderJob = RenderJob()) -> dict:
+def render_video(portrait_path, motion_spec, out_path, job: RenderJob = RenderJob(), *,
+                 force: bool = False) -> dict:
     """``puppetry render``: portrait + motion (preset name or JSON path) -> mp4.
 
-    Returns timings in seconds and the frame count.
+    ``force``: overwrite a read-only output. Returns timings in seconds and the frame count.
     """
     t0 = time.perf_counter()
-    # 1. cheap checks first: the output must not be an input; the motion must parse
+    # 1. cheap checks first: the output can be written and is not an input; the motion parses
     inputs = [p for p in (portrait_path, motion_spec) if Path(str(p)).is_file()]
-    check_not_input(out_path, inputs)
+    check_output(out_path, inputs, force=force)
     motion = resolve_motion(motion_spec, duration=job.duration, fps=job.fps, seed=job.seed)
     # 2. the portrait: read, track, segment, fit
     portrait = load_portrait(portrait_path, size=job.size, frame=job.frame)
     t1 = time.perf_counter()
     # 3. render and encode, streaming frame by frame
-    write_video(out_path, render(portrait, motion, job.renderer, lend=True), fps=motion.fps, inputs=inputs)
+    write_video(out_path, render(portrait, motion, job.renderer, lend=True), fps=motion.fps,
+                inputs=inputs, force=force)
     t2 = time.perf_counter()
     return {"frames": len(motion), "duration_s": motion.duration, "prepare_s": t1 - t0,
             "render_encode_s": t2 - t1, "total_s": t2 - t0}
@@ -135,21 +137,23 @@ def animate(portrait: Portrait, audio: np.ndarray, job: AnimateJob = AnimateJob(
 
 
 def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = AnimateJob(), *,
-                  text: str | None = None, expressions_out=None, progress=None) -> dict:
+                  text: str | None = None, expressions_out=None, progress=None,
+                  force: bool = False) -> dict:
     """``puppetry animate``: portrait + speech (an audio/video file, or ``text`` through the
     offline TTS voice) -> H.264 + AAC mp4 with the speech in sync. Returns timings (s).
 
     ``progress``, if given, is called as ``progress(done, total, stage)`` with frames done.
+    ``force``: overwrite read-only outputs.
     """
     from .audio import SAMPLE_RATE, load_audio
     from .expression.export import write_curves
 
     t0 = time.perf_counter()
-    # 1. cheap checks first: outputs are never inputs
+    # 1. cheap checks first: outputs can be written and are never inputs
     inputs = [p for p in (portrait_path, audio_path, job.motion, job.style) if p and Path(str(p)).is_file()]
-    check_not_input(out_path, inputs)
+    check_output(out_path, inputs, force=force)
     if expressions_out:
-        check_not_input(expressions_out, inputs + [out_path])
+        check_output(expressions_out, inputs + [out_path], force=force)
     # 2. the speech: decoded to 16 kHz mono, or synthesised from text
     if text is not None:
         from .tts import synthesize
@@ -183,9 +187,9 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
             yield frame
 
     write_video(out_path, stamped(render(portrait, motion, job.renderer, lend=True)), fps=job.fps,
-                audio=sound, inputs=inputs)
+                audio=sound, inputs=inputs, force=force)
     if expressions_out:
-        write_curves(expressions_out, motion.expression, job.fps)
+        write_curves(expressions_out, motion.expression, job.fps, force=force)
     t2 = time.perf_counter()
     return {"frames": len(motion), "duration_s": len(audio) / SAMPLE_RATE, "prepare_s": t1 - t0,
             "first_frame_s": (first[0] if first else t2) - t0, "total_s": t2 - t0}

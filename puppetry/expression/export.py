@@ -22,8 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +52,13 @@ def _number(x: float) -> float | int:
 
 
 def write_curves(path, expressions: np.ndarray, fps: float, *,
-                 names: tuple[str, ...] = ARKIT_NAMES) -> Path:
+                 names: tuple[str, ...] = ARKIT_NAMES, force: bool = False) -> Path:
     """Write ARKit expression curves as ``.json`` or ``.csv`` (by the extension).
 
     expressions : float[T x 52], 0..1, ARKIT_NAMES order
     fps         : frames per second of the curves
     names       : the ARKit names to write, in this order (default all 52)
+    force       : overwrite a read-only file (``io.check_output``)
     Returns ``path``.
     """
     path = Path(path)
@@ -95,20 +94,9 @@ def write_curves(path, expressions: np.ndarray, fps: float, *,
             out.writerow([f"{t:.{TIME_DECIMALS}f}".rstrip("0").rstrip("."),
                           *(f"{w:.{DECIMALS}f}".rstrip("0").rstrip(".") for w in row)])
         text = buf.getvalue()
-    _write_atomic(path, text)
+    from ..io import write_text  # av, cv2: loaded by the jobs anyway, not by this import
+    write_text(path, text, force=force)
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    if path.is_dir():
-        raise CurvesError(f"{path} is a folder: give a file name such as {path / 'curves.json'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_curves(path) -> tuple[np.ndarray, float]:

@@ -38,8 +38,6 @@ close further than the jaw opens).
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -139,17 +137,11 @@ class Style:
                 "bias": np.round(self.bias.astype(np.float64), 6).tolist(),
                 "fps": fps, "source": self.source, "frames": int(self.frames)}
 
-    def save(self, path) -> Path:
-        """Write the style as JSON (atomically: temp file, then ``os.replace``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-        try:
-            tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+    def save(self, path, *, force: bool = False) -> Path:
+        """Write the style as JSON, atomically (``io.write_text``; ``force``: overwrite a
+        read-only file)."""
+        from ..io import write_text
+        return write_text(path, json.dumps(self.to_json(), indent=1), force=force)
 
     @classmethod
     def load(cls, path) -> "Style":
