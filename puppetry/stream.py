@@ -13,7 +13,14 @@ face saying it, or idling (breathing sway, blinks, gaze) between utterances.
 An utterance's frame ``i`` shows the face at ``i / fps`` seconds into its audio; it is
 ready once ``lookahead_s`` seconds of audio after that time have arrived (or the utterance
 has ended). Until its first frame is ready the face keeps idling, so the stream never
-stalls; an utterance gives exactly ``round(duration * fps)`` frames.
+stalls; an utterance gives exactly ``round(duration * fps)`` frames, in order, whatever
+the chunk sizes and however far ahead of real time the audio arrives.
+
+Queued audio is turned into expressions a slice at a time, only as far as the next few
+frames need (``READY_FRAMES``): a tick never pays for a burst of speech sent faster than
+real time (minutes of synthesised text cost each tick no more than real-time audio does).
+
+>>> frame = live.next_frame(drive=driving_frame)   # a driving face (webcam) moves the head
 """
 from __future__ import annotations
 
@@ -23,9 +30,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .audio import SAMPLE_RATE
 from .drive import idle
 from .drive.frames import FPS, DrivingFrame
-from .expression.arkit import INDEX, N_EXPRESSIONS
+from .expression.arkit import ARKIT_NAMES, INDEX, N_EXPRESSIONS
 from .expression.stream import ExpressionStream, check_stream_audio
 from .portrait import Portrait
 from .render.warp import RenderConfig, WarpRenderer
@@ -35,6 +43,9 @@ IDLE_FADE_S = 1.0         # ... and consecutive blocks cross-fade over this long
 NOD_DEG = 2.5             # pitch of a nod on a stressed syllable at full jaw emphasis, degrees
 NOD_FAST_S, NOD_SLOW_S = 0.08, 0.5   # time constants of the jaw envelopes whose difference nods
 SPEAKING_SWAY = 1.4       # idle sway is this much larger while speaking
+READY_FRAMES = 4          # queued audio is absorbed until this many speech frames are ready, ...
+ABSORB_SLICE_S = 0.2      # ... this many seconds of it at a time
+MOUTH_PREFIXES = ("jaw", "mouth", "cheek", "tongue")   # speech's share of a driven face
 
 
 @dataclass(frozen=True)
@@ -139,7 +150,8 @@ class AvatarStream:
         self.lookahead_s = float(self.expressions.lookahead_s)  # audio a frame waits for, s
         self.index = 0                 # frames made in this session
         self._lock = threading.Lock()
-        self._events: list[tuple[int, np.ndarray | None]] = []   # (utterance, audio or None = end)
+        self._events: deque[tuple[int, np.ndarray | None]] = deque()  # (utterance, audio or None = end)
+        self._pending = 0              # samples in _events, not yet absorbed
         self._receiving = 0            # utterance taking audio now (0: none)
         self._last_id = 0              # utterances numbered from 1
         self._queue: deque[_Utterance] = deque()   # utterances with frames still to show
@@ -155,6 +167,7 @@ class AvatarStream:
                 self._last_id += 1
                 self._receiving = self._last_id
             self._events.append((self._receiving, audio))
+            self._pending += len(audio)
             return self._receiving
 
     def end_utterance(self) -> None:
@@ -169,6 +182,7 @@ class AvatarStream:
         frame idles."""
         with self._lock:
             self._events.clear()
+            self._pending = 0
             self._receiving = 0
             self._events.append((0, None))             # handled by the frame side
 
@@ -177,6 +191,14 @@ class AvatarStream:
         """The number the next :meth:`push_audio` gets if no utterance is open."""
         return self._receiving or self._last_id + 1
 
+    @property
+    def queued_s(self) -> float:
+        """Speech received and not yet shown, seconds (queued audio and ready frames)."""
+        with self._lock:
+            pending = self._pending
+        ready = sum(len(u.frames) for u in list(self._queue))
+        return pending / SAMPLE_RATE + ready / self.config.fps
+
     def first_frame_ready(self) -> bool:
         """True if the next frame would be an utterance's first frame (for low-latency sends)."""
         self._absorb()
@@ -184,9 +206,11 @@ class AvatarStream:
         return u is not None and u.shown == 0
 
     # -- called once per tick ---------------------------------------------------------
-    def next_frame(self) -> StreamFrame:
+    def next_frame(self, drive: DrivingFrame | None = None) -> StreamFrame:
         """The next frame: the first queued utterance's next frame if it is ready, else an
-        idle one."""
+        idle one. ``drive``: a driving face's frame (relative pose, ARKit weights, gaze;
+        e.g. from a webcam) that replaces the idle motion; while an utterance speaks, its
+        mouth (jaw, mouth, cheek, tongue weights) comes from the speech."""
         self._absorb()
         idle_rot, blink, gaze = self.idle(self.index)
         weights = np.zeros(N_EXPRESSIONS, np.float32)
@@ -198,26 +222,32 @@ class AvatarStream:
             weights = np.clip(self._take(u) * self.config.intensity, 0.0, 1.0)
             last = u.done
         rotation = self._nod(weights, idle_rot, utterance is not None)
-        for name in ("eyeBlinkLeft", "eyeBlinkRight"):
-            weights[INDEX[name]] = max(weights[INDEX[name]], blink)
-        frame = DrivingFrame(weights, tuple(float(r) for r in rotation), (0.0, 0.0), 1.0,
-                             (float(gaze[0]), float(gaze[1])))
+        if drive is not None:
+            driven = np.clip(np.asarray(drive.expression, np.float32), 0.0, 1.0)
+            if utterance is not None:
+                driven = np.where(_MOUTH, weights, driven)
+            weights = driven
+            frame = DrivingFrame(weights, tuple(float(r) for r in drive.rotation),
+                                 tuple(drive.translation), float(drive.scale), tuple(drive.gaze))
+        else:
+            for name in ("eyeBlinkLeft", "eyeBlinkRight"):
+                weights[INDEX[name]] = max(weights[INDEX[name]], blink)
+            frame = DrivingFrame(weights, tuple(float(r) for r in rotation), (0.0, 0.0), 1.0,
+                                 (float(gaze[0]), float(gaze[1])))
         image = self.renderer.render_frame(frame)
         out = StreamFrame(self.index, utterance, audio_t, weights, frame.rotation, image, last)
         self.index += 1
         return out
 
     def skip(self, n: int) -> int:
-        """Drop the next ``n`` frames unrendered (an overloaded server catching up with
-        real time): speech frames are consumed so the face stays in sync with the audio.
-        Returns how many were skipped; frame indices jump by as many."""
+        """Drop up to ``n`` idle frames unrendered (an overloaded server catching up with
+        real time). Speech frames are never skipped: it stops before an utterance's next
+        frame, so every utterance keeps all its frames. Returns how many were skipped;
+        frame indices jump by as many."""
         self._absorb()
         for k in range(n):
-            u = self._front()
-            if u is not None:
-                if u.total is not None and u.shown + 1 >= u.total:
-                    return k                        # an utterance's last frame is always shown
-                self._take(u)
+            if self._front() is not None:
+                return k
             self.index += 1
         return n
 
@@ -237,11 +267,33 @@ class AvatarStream:
         return weights
 
     def _absorb(self) -> None:
-        """Hand queued audio to the expression stream, in order; collect the frames it
-        completes into their utterances."""
-        with self._lock:
-            events, self._events = self._events, []
-        for uid, audio in events:
+        """Hand queued audio to the expression stream, in order, ``ABSORB_SLICE_S`` at a
+        time until ``READY_FRAMES`` speech frames are ready (resets and ends at once);
+        collect the frames it completes into their utterances."""
+        slice_n = round(ABSORB_SLICE_S * SAMPLE_RATE)
+        while True:
+            with self._lock:
+                if not self._events:
+                    return
+                uid, audio = self._events[0]
+                if audio is None:                          # a reset (uid 0) or an end
+                    self._events.popleft()
+                else:
+                    if sum(len(q.frames) for q in self._queue) >= READY_FRAMES:
+                        return                             # enough ready: the rest waits
+                    parts, n = [], 0                       # up to a slice of this utterance
+                    while n < slice_n and self._events and self._events[0][0] == uid \
+                            and self._events[0][1] is not None:
+                        chunk = self._events[0][1]
+                        take = chunk[:slice_n - n]
+                        parts.append(take)
+                        n += len(take)
+                        if len(take) == len(chunk):
+                            self._events.popleft()
+                        else:
+                            self._events[0] = (uid, chunk[len(take):])
+                    self._pending -= n
+                    audio = parts[0] if len(parts) == 1 else np.concatenate(parts)
             if uid == 0:                                   # reset
                 self.expressions.reset()
                 self._queue.clear()
@@ -266,3 +318,5 @@ class AvatarStream:
         rotation[1] += self.config.motion_scale * NOD_DEG * max(0.0, self._fast - self._slow) * 4.0
         return rotation
 
+
+_MOUTH = np.array([name.startswith(MOUTH_PREFIXES) for name in ARKIT_NAMES])   # bool[52]

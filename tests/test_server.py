@@ -260,23 +260,66 @@ def test_streaming_page_shows_frames_and_speaks(server, page):
     assert page.locator("#error").inner_text() == ""
 
 
-def test_skipping_frames_keeps_sync_and_the_last_frame():
-    """An overloaded session skips frames: speech frames are consumed (the face stays with
-    the audio), indices jump, and an utterance's last frame is never skipped."""
+@pytest.fixture(scope="module")
+def astronaut256():
     from puppetry.portrait import load_portrait
+    return load_portrait("astronaut", size=256)
+
+
+def test_skipping_frames_never_drops_speech(astronaut256):
+    """An overloaded session skips idle frames only: every frame of an utterance is shown,
+    in order, and indices jump by the idle frames skipped."""
     from puppetry.stream import AvatarStream
-    live = AvatarStream(load_portrait("astronaut", size=256))
+    live = AvatarStream(astronaut256)
+    assert live.skip(3) == 3 and live.index == 3                 # idle: skipped
     live.push_audio(speech_like(1.0))
     live.end_utterance()
     first = live.next_frame()
+    assert first.utterance == 1 and first.audio_t == 0 and first.index == 3
+    assert live.skip(10) == 0                                    # speech: never skipped
+    rest = [live.next_frame() for _ in range(24)]
+    assert [f.audio_t for f in rest] == pytest.approx([i / FPS for i in range(1, 25)])
+    assert rest[-1].last and live.next_frame().utterance is None
+
+
+def test_a_burst_of_speech_is_absorbed_a_slice_at_a_time(astronaut256):
+    """Minutes of audio pushed at once (a long text, a file sent as fast as the socket
+    takes it) cost a tick no more than real-time audio: only the next few frames' audio
+    is turned into expressions; the rest waits, counted in ``queued_s``."""
+    from puppetry.stream import READY_FRAMES, AvatarStream
+    live = AvatarStream(astronaut256)
+    audio = speech_like(30.0)
+    for i in range(0, len(audio), 320):                        # 20 ms chunks, all at once
+        live.push_audio(audio[i:i + 320])
+    live.end_utterance()
+    assert live.queued_s == pytest.approx(30.0, abs=0.01)
+    first = live.next_frame()
     assert first.utterance == 1 and first.audio_t == 0
-    assert live.skip(10) == 10
-    after = live.next_frame()
-    assert after.index == first.index + 11 and after.audio_t == pytest.approx(11 / FPS)
-    assert live.skip(100) == 25 - 12 - 1                    # stops before the last frame
-    last = live.next_frame()
-    assert last.last and last.audio_t == pytest.approx(24 / FPS)
-    assert live.next_frame().utterance is None
+    assert live.expressions.frames_out <= 2 * READY_FRAMES + 5   # not 750 frames' worth
+    assert 29.0 < live.queued_s < 30.0
+    live.reset()
+    assert live.next_frame().utterance is None and live.queued_s == 0
+
+
+@pytest.mark.parametrize("chunk", [320, 1, 16000 * 3])
+def test_every_utterance_gives_all_its_frames_whatever_the_chunking(astronaut256, chunk):
+    """Two utterances sent back to back in 20 ms chunks, single samples or one piece:
+    round(duration x fps) frames each, in order, the first at audio_t 0."""
+    from puppetry.stream import AvatarStream
+    live = AvatarStream(astronaut256)
+    for seconds in (1.3, 0.7):
+        audio = speech_like(seconds)
+        step = chunk if chunk > 1 else 997                      # odd sizes
+        for i in range(0, len(audio), step):
+            live.push_audio(audio[i:i + step])
+        live.end_utterance()
+    frames = [live.next_frame() for _ in range(60)]
+    for uid, seconds in ((1, 1.3), (2, 0.7)):
+        mine = [f for f in frames if f.utterance == uid]
+        assert [f.audio_t for f in mine] == pytest.approx([i / FPS for i in range(round(seconds * FPS))])
+        assert mine[-1].last
+    speech = [f.index for f in frames if f.utterance is not None]
+    assert speech == list(range(speech[0], speech[0] + len(speech)))   # back to back
 
 
 def test_streaming_page_sends_a_file_and_the_microphone(server, chromium_path, tmp_path):
