@@ -1,7 +1,9 @@
 """Image and video files in and out: the only module that touches media formats.
 
 - :func:`load_image` reads any still photo as ``uint8[H x W x 3]`` RGB.
-- :func:`write_video` streams RGB frames (and optional audio) to an H.264 MP4.
+- :func:`write_video` streams RGB frames (and optional audio) to a video file in the
+  format its name asks for (``VIDEO_FORMATS``: MP4 by default, MOV, MKV, WebM, GIF);
+  :func:`check_video_path` refuses any other name before work starts.
 - :func:`write_image`, :func:`read_video_frames`, :func:`video_info` and
   :func:`contact_sheet` cover the rest.
 
@@ -41,6 +43,17 @@ STDERR_TAIL = 2000  # characters of ffmpeg's log quoted in errors
 GAP = 2  # px between contact-sheet tiles
 GAP_GRAY = 24  # 0..255, colour of the contact-sheet gaps
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # write_image suffixes
+VP9_CRF = 32  # libvpx-vp9 constant quality for .webm: 0 best .. 63 worst (x264's 18 looks alike)
+OPUS_BITRATE = "96k"  # Opus bit rate in .webm, bits/s
+# Video files write_video makes, by the name's suffix (a name without one gets MP4):
+# ffmpeg muxer, what is inside (for messages), whether it carries sound.
+VIDEO_FORMATS: dict[str, tuple[str, str, bool]] = {
+    ".mp4": ("mp4", "H.264 + AAC", True),
+    ".mov": ("mov", "H.264 + AAC", True),
+    ".mkv": ("matroska", "H.264 + AAC", True),
+    ".webm": ("webm", "VP9 + Opus", True),
+    ".gif": ("gif", "animated GIF, no sound", False),
+}
 
 PathLike = str | os.PathLike
 
@@ -199,6 +212,34 @@ def write_image(path: PathLike, rgb: np.ndarray, *, force: bool = False) -> Path
     return path
 
 
+def check_video_path(path: PathLike) -> str:
+    """The suffix of a video output name that :func:`write_video` can write (``".mp4"`` for a
+    name without one), or :class:`OutputError` listing the formats: run it before any work."""
+    suffix = Path(path).suffix.lower() or ".mp4"
+    if suffix not in VIDEO_FORMATS:
+        formats = ", ".join(f"{k} ({v[1]})" for k, v in VIDEO_FORMATS.items())
+        raise OutputError(f"cannot write {path}: {suffix} is not a video format puppetry "
+                          f"writes; name the output with one of {formats}")
+    return suffix
+
+
+def _encoder_args(suffix: str, crf: int, sound: bool) -> list[str]:
+    """ffmpeg's codec and muxer arguments for a ``VIDEO_FORMATS`` suffix (input 0 is the
+    raw video, input 1 the audio when ``sound``)."""
+    muxer = VIDEO_FORMATS[suffix][0]
+    if muxer == "gif":  # a palette per frame (no whole-clip buffering), dithered
+        return ["-filter_complex", "[0:v]split[a][b];[a]palettegen=stats_mode=single[p];"
+                "[b][p]paletteuse=new=1", "-loop", "0", "-f", "gif"]
+    maps = ["-map", "0:v", "-map", "1:a"] if sound else []
+    if muxer == "webm":  # VP9 in real-time mode: ~4x faster than "good", ~same size here
+        return maps + (["-c:a", "libopus", "-b:a", OPUS_BITRATE] if sound else []) + [
+            "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1",
+            "-crf", str(VP9_CRF), "-b:v", "0", "-pix_fmt", "yuv420p", "-f", "webm"]
+    return maps + (["-c:a", "aac", "-b:a", AUDIO_BITRATE] if sound else []) + [
+        "-c:v", "libx264", "-preset", PRESET, "-crf", str(crf), "-pix_fmt", "yuv420p",
+        *(["-movflags", "+faststart"] if muxer in ("mp4", "mov") else []), "-f", muxer]
+
+
 def _widen_pipe(pipe, nbytes: int) -> None:
     """Let a pipe hold ``nbytes`` (up to the system's limit, 1 MB by default on Linux), so
     a whole frame goes to ffmpeg in one write rather than sixteen 64 KB handoffs."""
@@ -210,13 +251,18 @@ def _widen_pipe(pipe, nbytes: int) -> None:
 def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
                 audio: PathLike | tuple[np.ndarray, int] | None = None, *, crf: int = CRF,
                 inputs: Sequence[PathLike] = (), force: bool = False) -> Path:
-    """Stream frames to an H.264 MP4 (yuv420p, faststart), with optional AAC audio.
+    """Stream frames to a video file, with optional audio, in the format ``path`` names.
+
+    ``.mp4`` (also a name without suffix), ``.mov`` and ``.mkv``: H.264 (yuv420p) + AAC;
+    ``.webm``: VP9 + Opus; ``.gif``: an animated GIF, which has no sound (a warning says
+    the audio is left out). Any other suffix raises :class:`OutputError` listing these.
 
     frames : iterable of uint8[H x W x 3] RGB, all one size; consumed one at a time. Odd
              sizes are padded by one edge pixel, as yuv420p needs even ones.
     fps    : frames/s.
     audio  : an audio file, or ``(samples float32[N], sample_rate Hz)`` mono; it starts
              with the first frame and is kept whole (the file lasts as long as the longer).
+    crf    : H.264's constant rate factor (WebM uses ``VP9_CRF``).
     inputs : files this video is made from; writing onto one of them is refused.
     force  : overwrite a read-only file (a device, a folder or an input: never).
 
@@ -226,6 +272,7 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
     # 1. Refuse to overwrite the inputs (the audio file counts as one).
     audio_file = None if audio is None or isinstance(audio, tuple) else Path(audio)
     check_output(path, [*inputs, *([audio_file] if audio_file else [])], force=force)
+    suffix = check_video_path(path)
     if not (fps > 0 and 0 <= crf <= 51):
         raise ValueError(f"cannot write {path} at fps={fps}, crf={crf}: use fps > 0 and "
                          "crf in 0..51 (lower is better quality)")
@@ -243,20 +290,22 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
         raise ValueError(f"no frames to write to {path}: pass at least one H x W x 3 frame")
     shape = _check_frame(first, "frame 0").shape
     h, w = shape[0] + shape[0] % 2, shape[1] + shape[1] % 2
+    sound = audio is not None and VIDEO_FORMATS[suffix][2]
+    if audio is not None and not sound:
+        warnings.warn(f"{path.name}: {VIDEO_FORMATS[suffix][1]}: the speech is left out "
+                      "(name the output .mp4 or .webm to keep it)", stacklevel=2)
     with tempfile.TemporaryDirectory() as scratch, atomic_path(path, force=force) as tmp, \
             tempfile.TemporaryFile() as log:
         # 3. Build the ffmpeg command: raw RGB on stdin, audio from a file.
-        if isinstance(audio, tuple):
+        if isinstance(audio, tuple) and sound:
             audio_file = Path(scratch) / "audio.wav"
             sf.write(audio_file, samples, sample_rate, subtype="FLOAT")
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
                "-r", str(Fraction(fps).limit_denominator(1001)), "-i", "-"]
-        if audio_file is not None:
-            cmd += ["-i", str(audio_file), "-map", "0:v", "-map", "1:a",
-                    "-c:a", "aac", "-b:a", AUDIO_BITRATE]
-        cmd += ["-c:v", "libx264", "-preset", PRESET, "-crf", str(crf), "-pix_fmt", "yuv420p",
-                "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+        if sound:
+            cmd += ["-i", str(audio_file)]
+        cmd += [*_encoder_args(suffix, crf, sound), str(tmp)]
         # 4. Stream the frames; stop ffmpeg on any error so the temp file can go.
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=log)

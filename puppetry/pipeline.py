@@ -11,7 +11,7 @@ import numpy as np
 
 from .drive.frames import Motion
 from .drive.motion import resolve_motion
-from .io import check_output, write_video
+from .io import check_output, check_video_path, write_video
 from .portrait import Portrait, load_portrait
 from .render.config import RenderConfig
 from .runtime import beside, fork_is_safe, frames_in_workers
@@ -56,6 +56,7 @@ def render_video(portrait_path, motion_spec, out_path, job: RenderJob = RenderJo
     # 1. cheap checks first: the output can be written and is not an input; the motion parses
     inputs = [p for p in (portrait_path, motion_spec) if Path(str(p)).is_file()]
     check_output(out_path, inputs, force=force)
+    check_video_path(out_path)
     motion = resolve_motion(motion_spec, duration=job.duration, fps=job.fps, seed=job.seed)
     # 2. the portrait: read, track, segment, fit
     portrait = load_portrait(portrait_path, size=job.size, frame=job.frame)
@@ -152,6 +153,7 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
     # 1. cheap checks first: outputs can be written and are never inputs
     inputs = [p for p in (portrait_path, audio_path, job.motion, job.style) if p and Path(str(p)).is_file()]
     check_output(out_path, inputs, force=force)
+    check_video_path(out_path)
     if expressions_out:
         check_output(expressions_out, inputs + [out_path], force=force)
     # 2. the speech: decoded to 16 kHz mono, or synthesised from text

@@ -212,6 +212,50 @@ def test_refuses_to_overwrite_an_input(tmp_path):
         write_video(tmp_path / "v.mp4", _clip(2), audio=(np.zeros((100, 2)), 16_000))
 
 
+# ---- video formats: the file is what its name says ---------------------------------------
+
+@pytest.mark.parametrize("name, container, video_codec, audio_codec", [
+    ("v.mp4", "mp4", "h264", "aac"),
+    ("v.MOV", "mov", "h264", "aac"),
+    ("v.mkv", "matroska", "h264", "aac"),
+    ("v.webm", "matroska", "vp9", "opus"),          # WebM is Matroska to FFmpeg's demuxer
+    ("noext", "mp4", "h264", "aac"),                # no suffix: MP4, the default
+])
+def test_each_format_is_written_as_named(tmp_path, name, container, video_codec, audio_codec):
+    import av
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(16_000) / 16_000)).astype(np.float32)
+    out = write_video(tmp_path / name, _clip(25), fps=25, audio=(tone, 16_000))
+    with av.open(str(out)) as f:
+        assert container in f.format.name.split(",")
+        assert f.streams.video[0].codec_context.name == video_codec
+        assert f.streams.audio[0].codec_context.name == audio_codec
+        means = [frame.to_ndarray(format="rgb24").mean() for frame in f.decode(video=0)]
+    np.testing.assert_allclose(means, [10 + 8 * i for i in range(25)], atol=3)
+    info = video_info(out)
+    assert info["n_frames"] == 25 and info["has_audio"]
+
+
+def test_gif_has_the_frames_and_says_the_sound_is_left_out(tmp_path):
+    import av
+    tone = np.full(16_000, 0.1, np.float32)
+    with pytest.warns(UserWarning, match="v.gif: animated GIF, no sound: the speech is left out"):
+        out = write_video(tmp_path / "v.gif", _clip(10), fps=25, audio=(tone, 16_000))
+    assert out.read_bytes()[:6] == b"GIF89a"
+    with av.open(str(out)) as f:
+        assert not f.streams.audio
+        means = [frame.to_ndarray(format="rgb24").mean() for frame in f.decode(video=0)]
+    np.testing.assert_allclose(means, [10 + 8 * i for i in range(10)], atol=3)
+
+
+@pytest.mark.parametrize("name", ["x.avi", "x.txt", "x.png", "x.mp3", "x.wav", "x.json"])
+def test_other_names_are_refused_with_the_formats(tmp_path, name):
+    with pytest.raises(io.OutputError, match=rf"cannot write .*{name}.*\.mp4.*\.webm.*\.gif"):
+        io.check_video_path(tmp_path / name)
+    with pytest.raises(io.OutputError, match="not a video format"):
+        write_video(tmp_path / name, _clip(2))
+    assert list(tmp_path.iterdir()) == []                  # nothing written, no temp left
+
+
 # ---- contact_sheet ---------------------------------------------------------------------
 
 def test_contact_sheet_layout_and_labels():
@@ -224,3 +268,12 @@ def test_contact_sheet_layout_and_labels():
                              labels=[f"t={i / 25:.2f}s" for i in range(40)])
     assert labelled.shape == sheet.shape and (labelled != sheet).any()
     assert contact_sheet(frames[:3], cols=4, rows=4, tile=64).shape == (48, 4 * 64 + 6, 3)
+
+
+@pytest.mark.parametrize("command", [["render", "astronaut", "--motion", "nod"],
+                                     ["animate", "astronaut", "--text", "Hello"]])
+def test_the_cli_refuses_an_unknown_video_format_before_any_work(tmp_path, capsys, command):
+    from puppetry.cli import main
+    assert main([*command, "-o", str(tmp_path / "out.avi")]) == 1
+    assert "out.avi: .avi is not a video format puppetry writes" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
