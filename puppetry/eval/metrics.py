@@ -20,6 +20,18 @@ def lip_opening(lm: np.ndarray) -> float:
     return float(gap / M.interocular(lm))
 
 
+LIP_GAP_PAIRS = [(13, 14), (82, 87), (312, 317), (81, 178), (311, 402)]   # inner lips, upper-lower
+EYE_CORNERS = (33, 263)                                                   # outer eye corners
+
+
+def lip_gap(lm: np.ndarray) -> float:
+    """Mean of five inner-lip gaps across the middle of the mouth, over the outer
+    eye-corner distance (under ~0.06: lips closed)."""
+    up, lo = zip(*LIP_GAP_PAIRS)
+    gaps = np.linalg.norm(lm[list(lo), :2] - lm[list(up), :2], axis=1)
+    return float(gaps.mean() / np.linalg.norm(lm[EYE_CORNERS[1], :2] - lm[EYE_CORNERS[0], :2]))
+
+
 def eye_aspect_ratio(lm: np.ndarray) -> float:
     """Mean eye aspect ratio of both eyes (about 0.25-0.35 open, under 0.1 closed)."""
     def ear(idx):

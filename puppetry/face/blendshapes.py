@@ -16,7 +16,7 @@ import numpy as np
 from ..expression.arkit import INDEX, N_EXPRESSIONS
 from . import mesh as M
 
-JAW_OPEN_RAD = 0.27          # jaw rotation at jawOpen = 1 (about 15.5°)
+JAW_OPEN_RAD = 0.52          # jaw rotation at jawOpen = 1 (about 30°: a fully open jaw, as ARKit)
 BLINK_UPPER_SHARE = 0.85     # share of the lid closure done by the upper lid
 BLINK_LOWER_SHARE = 0.25     # ... and by the lower lid: the lids overlap a little, no slit
 GAZE_IOD = 0.09              # iris shift at full eyeLook, in IOD
