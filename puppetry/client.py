@@ -7,12 +7,17 @@
 ...     for frame in avatar.frames(until_utterance_end=True):
 ...         show(frame.image(), frame.weights)
 
+With an access token (``puppetry serve --token``): ``AvatarClient(url, token=...)`` and
+``upload_portrait(base_url, image, token=...)``; ``PUPPETRY_TOKEN`` is read when none is given.
+Live driving: ``avatar.send_drive(rgb)`` sends a camera frame that moves the face.
+
 Needs the ``websockets`` package (the ``serve`` extra).
 """
 from __future__ import annotations
 
 import base64
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -42,6 +47,8 @@ class Frame:
     weights   : float32[52] ARKit weights in ``AvatarClient.names`` order
     jpeg      : the image, JPEG bytes
     latency_ms: on an utterance's first frame, the server's time from its first audio
+    drive_seq : the ``seq`` of the camera frame that drove this frame, or None
+    drive_ms  : the server's time from that camera frame's arrival to this frame, or None
     """
 
     index: int
@@ -53,6 +60,8 @@ class Frame:
     weights: np.ndarray
     jpeg: bytes
     latency_ms: float | None = None
+    drive_seq: int | None = None
+    drive_ms: float | None = None
 
     def image(self) -> np.ndarray:
         """The frame as uint8[H x W x 3] RGB."""
@@ -67,7 +76,7 @@ def unpack_frame(message: bytes) -> Frame:
     head = json.loads(message[4:4 + n])
     return Frame(head["index"], head["t"], head["utterance"], head["audio_t"], head["last"],
                  tuple(head["pose"]), np.asarray(head["weights"], np.float32), message[4 + n:],
-                 head.get("latency_ms"))
+                 head.get("latency_ms"), head.get("drive_seq"), head.get("drive_ms"))
 
 
 class ServerError(RuntimeError):
@@ -78,15 +87,33 @@ class ServerError(RuntimeError):
         self.code = message.get("code")
 
 
+def _token(token: str | None) -> str | None:
+    return token if token is not None else os.environ.get("PUPPETRY_TOKEN") or None
+
+
 class AvatarClient:
     """One streaming session. ``portrait``: a path or bytes of an image (uploaded in the
-    start message), an id from :func:`upload_portrait`, or None for the bundled face."""
+    start message), an id from :func:`upload_portrait`, or None for the bundled face.
+    ``token``: the server's access token (default: ``PUPPETRY_TOKEN`` if set)."""
 
     def __init__(self, url: str = "ws://127.0.0.1:8000/v1/stream", *, portrait=None,
-                 timeout: float = 60.0, **options):
+                 timeout: float = 60.0, token: str | None = None, **options):
+        from websockets.exceptions import InvalidStatus
         from websockets.sync.client import connect
         self.timeout = timeout
-        self.ws = connect(url, max_size=16 * 2**20, open_timeout=timeout).__enter__()
+        token = _token(token)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        try:
+            self.ws = connect(url, max_size=16 * 2**20, open_timeout=timeout,
+                              additional_headers=headers).__enter__()
+        except InvalidStatus as refused:           # 401 token, 403 origin, 503 busy
+            response = refused.response
+            try:
+                detail = json.loads(response.body or b"{}").get("error")
+            except (ValueError, AttributeError):
+                detail = None
+            raise ServerError({"code": str(response.status_code), "message": detail or
+                               f"server refused the connection (HTTP {response.status_code})"}) from None
         self.messages: list[dict] = []       # JSON messages received (other than frames)
         start = {"type": "start", **options}
         if isinstance(portrait, (bytes, bytearray)):
@@ -119,6 +146,24 @@ class AvatarClient:
     def reset(self) -> None:
         """Barge-in: stop the current utterance now."""
         self.send({"type": "reset"})
+
+    def send_drive(self, image, seq: int | None = None, quality: int = 80) -> None:
+        """A camera frame that drives the face live: uint8[H x W x 3] RGB (encoded as JPEG
+        here) or JPEG/PNG bytes. ``seq`` comes back as ``Frame.drive_seq`` on the frames it
+        drove. Send at the camera's rate; the server tracks the newest and drops older ones."""
+        if not isinstance(image, (bytes, bytearray)):
+            import cv2
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(np.asarray(image)[:, :, ::-1]),
+                                   [cv2.IMWRITE_JPEG_QUALITY, quality])
+            image = buf.tobytes()
+        message = {"type": "drive", "image": base64.b64encode(image).decode()}
+        if seq is not None:
+            message["seq"] = int(seq)
+        self.send(message)
+
+    def ping(self) -> None:
+        """Keeps a silent session from its idle timeout (answered with ``pong``)."""
+        self.send({"type": "ping"})
 
     def send(self, message: dict) -> None:
         self.ws.send(json.dumps(message))
@@ -171,11 +216,15 @@ class AvatarClient:
         self.close()
 
 
-def upload_portrait(base_url: str, image, timeout: float = 60.0) -> str:
-    """POST an image (path or bytes) to ``base_url``/v1/portraits; returns its id."""
+def upload_portrait(base_url: str, image, timeout: float = 60.0, token: str | None = None) -> str:
+    """POST an image (path or bytes) to ``base_url``/v1/portraits; returns its id.
+    ``token``: the server's access token (default: ``PUPPETRY_TOKEN`` if set)."""
     data = Path(image).read_bytes() if isinstance(image, (str, Path)) else bytes(image)
-    request = urllib.request.Request(base_url.rstrip("/") + "/v1/portraits", data=data,
-                                     headers={"Content-Type": "application/octet-stream"})
+    headers = {"Content-Type": "application/octet-stream"}
+    token = _token(token)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(base_url.rstrip("/") + "/v1/portraits", data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())["id"]

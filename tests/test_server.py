@@ -22,7 +22,7 @@ from PIL import Image  # noqa: E402
 from puppetry.audio import to_pcm16  # noqa: E402
 from puppetry.client import AvatarClient, Frame, ServerError, unpack_frame, upload_portrait  # noqa: E402
 from puppetry.portrait import bundled_portrait  # noqa: E402
-from puppetry.ui.server import ServerConfig, Session, build_app  # noqa: E402
+from puppetry.ui.server import ServerConfig, Session, build_app, uvicorn_config  # noqa: E402
 
 FPS = 25.0
 
@@ -37,13 +37,13 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 class Running:
-    def __init__(self, **overrides):
+    def __init__(self, driver=None, **overrides):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.app = build_app(ServerConfig(port=self.port, **overrides))
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="error"))
+        self.config = ServerConfig(port=self.port, **overrides)
+        self.app = build_app(self.config, driver)
+        self.server = uvicorn.Server(uvicorn_config(self.app, self.config, log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         while not self.server.started:
