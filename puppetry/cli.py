@@ -46,6 +46,27 @@ def _fit_style(args) -> None:
     print(f"wrote {args.output}: speaking style of {args.video}")
 
 
+def _learn(args) -> None:
+    from .person import LearnConfig, learn
+    from .person.train import progress_bar
+    meta = learn(args.video, args.output, replace(LearnConfig(), minutes=args.minutes),
+                 device=args.device, progress=progress_bar(), force=args.force)
+    dropped = meta["frames_dropped"]
+    print(f"wrote {args.output}: learned from {meta['frames_used']} frames ({dropped['lost']} "
+          f"without a face and {dropped['blurred']} blurred left out), "
+          f"{meta['training']['steps']} training steps in {meta['seconds'] / 60:.1f} min")
+
+
+def _dub(args) -> None:
+    from .person import DubJob, dub_video
+    from .person.train import progress_bar
+    stats = dub_video(args.person, args.audio, args.output, replace(DubJob(), renderer=args.renderer),
+                      video=args.video, motion=args.motion, text=args.text, progress=progress_bar(),
+                      force=args.force)
+    print(f"wrote {args.output}: {stats['frames']} frames for {stats['duration_s']:.2f} s of speech "
+          f"in {stats['total_s']:.2f} s")
+
+
 def _demo(args) -> None:
     from .ui.demo import launch
     launch(host=args.host, port=args.port)
@@ -106,6 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("video", help="a video of the person talking, face visible")
     add_output(f, "style file, .json")
     f.set_defaults(run=_fit_style)
+
+    le = sub.add_parser("learn", help="learn a person from a video of them talking (a .puppet file)")
+    le.add_argument("video", help="15 s to 10 min of one person talking, face visible (with its audio)")
+    add_output(le, "person file, .puppet")
+    le.add_argument("--minutes", type=float, default=25.0,
+                    help="time budget of the whole job, minutes (default 25; more trains longer)")
+    le.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where to train (default auto: a CUDA GPU if there is one)")
+    le.set_defaults(run=_learn)
+
+    du = sub.add_parser("dub", help="new speech over a learned person's footage")
+    du.add_argument("person", help="a .puppet file from 'puppetry learn'")
+    du.add_argument("audio", nargs="?", help="the new speech (any audio file or a video's audio)")
+    add_output(du, "output video, .mp4 (H.264 + AAC)")
+    du.add_argument("--video", help="other footage of the same person (default: the video it learned from)")
+    du.add_argument("--motion", help="MOTION.json whose expressions replace those from the speech")
+    du.add_argument("--renderer", choices=("neural", "warp"), default="neural",
+                    help="the learned renderer (default) or the one-shot warp renderer")
+    du.add_argument("--text", help="say these words with the built-in offline voice instead of AUDIO")
+    du.set_defaults(run=_dub)
 
     d = sub.add_parser("demo", help="the browser demo (Gradio): upload a portrait and speech")
     d.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

@@ -1,0 +1,69 @@
+"""The neural renderer's network: a small conditional U-Net on the lower-face crop.
+
+Input (``NetDims.in_channels`` = 7 channels at ``size``²): the footage crop with the
+regenerated region blanked (3), the region mask (1), the driving geometry (3,
+``crop.draw_geometry``). Output: the crop's RGB in 0..1 (3), of which the region is kept.
+
+The crop is first folded into ``unshuffle``² times the channels at 1/``unshuffle`` the
+size (pixel unshuffle; the output is unfolded the same way): every convolution runs at
+a quarter of the resolution or less (1.8 s for a batch of 8 at 128² on the shared 2-core
+machine, against 6.5 s with unshuffle 2), which is what lets it train on a 2-core CPU in minutes.
+Encoder: ``len(channels)`` levels, each two 3x3 convolutions (GroupNorm, SiLU), halving the
+resolution between levels with a strided convolution; decoder: upsampled, concatenated
+with the skip of the same level, two 3x3 convolutions. The checkpoint keeps ``NetDims``, so
+``MouthNet(NetDims(**dims))`` rebuilds it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .crop import GEOMETRY_CHANNELS
+
+GROUPS = 8   # GroupNorm groups (every width is a multiple of it)
+
+
+@dataclass(frozen=True)
+class NetDims:
+    in_channels: int = 3 + 1 + GEOMETRY_CHANNELS
+    channels: tuple[int, ...] = (48, 96, 128)   # per level, the first at size / unshuffle
+    unshuffle: int = 4       # the crop enters as unshuffle² channels per pixel at 1 / unshuffle size
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(GROUPS, cout), nn.SiLU(),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(GROUPS, cout), nn.SiLU())
+
+
+class MouthNet(nn.Module):
+    """x : Tensor[B x in_channels x S x S] -> RGB Tensor[B x 3 x S x S] in 0..1
+    (S divisible by unshuffle * 2 ** (levels - 1))."""
+
+    def __init__(self, dims: NetDims = NetDims()):
+        super().__init__()
+        self.dims = dims
+        ch = dims.channels
+        k = dims.unshuffle
+        self.stem = _block(dims.in_channels * k * k, ch[0])
+        self.down = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(ch, ch[1:]))
+        self.enc = nn.ModuleList(_block(b, b) for b in ch[1:])
+        self.dec = nn.ModuleList(_block(b + a, a) for a, b in zip(ch, ch[1:]))
+        self.head = nn.Conv2d(ch[0], 3 * k * k, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.stem(F.pixel_unshuffle(x, self.dims.unshuffle))]   # (B, c0, S/k, S/k)
+        for down, enc in zip(self.down, self.enc):
+            skips.append(enc(down(skips[-1])))                  # (B, c_l, S/k/2^l, S/k/2^l)
+        h = skips.pop()
+        for dec in reversed(self.dec):
+            skip = skips.pop()
+            h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            h = dec(torch.cat([h, skip], 1))
+        return torch.sigmoid(F.pixel_shuffle(self.head(h), self.dims.unshuffle))
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

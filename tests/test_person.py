@@ -1,0 +1,166 @@
+"""A person learned from video: crops, a tiny learn run, the .puppet round trip, dubbing."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from puppetry.audio import SAMPLE_RATE
+from puppetry.cli import main
+from puppetry.drive.frames import Motion
+from puppetry.expression.arkit import INDEX
+from puppetry.io import OutputError, read_video_frames, video_info, write_video
+from puppetry.person import LearnConfig, PersonError, dub_video, learn, load_person
+from puppetry.person import crop as C
+from puppetry.person.dub import DubJob, nearest_valid, ping_pong
+from puppetry.person.footage import FootageError
+from puppetry.person.net import MouthNet, NetDims
+from puppetry.person.train import TrainConfig
+
+FPS = 25
+N_FRAMES = 40
+TINY = LearnConfig(minutes=0.05, crop=C.CropConfig(size=64), dims=NetDims(channels=(8, 16)),
+                   train=TrainConfig(max_steps=3, batch=2))
+
+
+def speech(seconds: float) -> np.ndarray:
+    """A vowel-like buzz switched on and off at 4 Hz."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    buzz = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((140, 280, 700, 1100), 1))
+    return (0.2 * buzz * (np.sin(2 * np.pi * 4 * t) > 0)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def talking(tmp_path_factory):
+    """A 1.6 s video of the bundled portrait opening and closing its mouth, with speech."""
+    import puppetry
+    folder = tmp_path_factory.mktemp("person")
+    motion = Motion.still(N_FRAMES, FPS)
+    motion.expression[:, INDEX["jawOpen"]] = 0.25 * (1 - np.cos(np.arange(N_FRAMES) * 0.6))
+    portrait = puppetry.load_portrait("astronaut", size=256)
+    video = folder / "talking.mp4"
+    write_video(video, puppetry.render(portrait, motion, workers=1), fps=FPS,
+                audio=(speech(N_FRAMES / FPS), SAMPLE_RATE))
+    puppet = folder / "astronaut.puppet"
+    meta = learn(video, puppet, TINY, device="cpu")
+    return video, puppet, meta
+
+
+def test_similarity_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 100, (30, 2))
+    angle, scale, shift = 0.3, 1.7, np.array([5.0, -3.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    a = C.similarity(src, src @ rot.T + shift)
+    np.testing.assert_allclose(a[:, :2], rot, atol=1e-9)
+    np.testing.assert_allclose(a[:, 2], shift, atol=1e-9)
+    np.testing.assert_allclose(C.invert(a)[:, :2], np.linalg.inv(rot), atol=1e-9)
+
+
+def test_region_mask_and_paste_touch_only_the_region():
+    cfg = C.CropConfig(size=64)
+    hard, soft = C.region_mask(cfg)
+    assert hard.shape == soft.shape == (64, 64)
+    assert hard[32, 32] == 1 and hard[0, 0] == 0 and soft[0, 0] == 0
+    assert np.all(soft <= hard) and soft.max() == pytest.approx(1.0, abs=1e-3)
+    frame = np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8)
+    affine = C.similarity(np.array([[40.0, 30], [120, 30], [80, 100]]), np.array([[0.0, 0], [64, 0], [32, 56]]))
+    white = np.full((64, 64, 3), 255, np.uint8)
+    out = C.paste(frame, white, affine, cfg)
+    changed = np.any(out != frame, axis=2)
+    ys, xs = np.nonzero(changed)
+    inside = C.to_crop(affine, np.stack([xs, ys], 1).astype(float))
+    assert changed.sum() > 500
+    assert np.all((inside > -1) & (inside < 65))                   # only within the crop
+
+
+def test_geometry_draws_lips_and_an_open_mouth(talking):
+    _, puppet, _ = talking
+    person = load_person(puppet)
+    from puppetry.person.footage import driven_points
+    pose = np.asarray(person.footage["pose"][0])
+    affine = np.asarray(person.footage["affine"][0], np.float64)
+    closed = C.draw_geometry(C.to_crop(affine, driven_points(person.identity, np.zeros(52), pose)), 64)
+    e = np.zeros(52, np.float32)
+    e[INDEX["jawOpen"]] = 0.6
+    opened = C.draw_geometry(C.to_crop(affine, driven_points(person.identity, e, pose)), 64)
+    assert closed.shape == (3, 64, 64) and closed[0].sum() > 5      # lips drawn
+    assert opened[1].sum() > closed[1].sum() + 5                    # the mouth opens
+
+
+def test_ping_pong_and_nearest_valid():
+    assert ping_pong(9, 4).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2]
+    assert ping_pong(3, 1).tolist() == [0, 0, 0]
+    assert nearest_valid(np.array([False, True, False, False, True])).tolist() == [1, 1, 1, 4, 4]
+    with pytest.raises(FootageError):
+        nearest_valid(np.zeros(3, bool))
+
+
+def test_unet_shapes():
+    net = MouthNet(NetDims(channels=(8, 16, 24)))
+    y = net(torch.rand(2, 7, 64, 64))
+    assert y.shape == (2, 3, 64, 64) and float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
+
+
+def test_learn_writes_a_self_describing_file(talking):
+    video, puppet, meta = talking
+    assert puppet.stat().st_size < 50 * 2**20
+    person = load_person(puppet)
+    assert person.meta["frames_used"] == meta["frames_used"] > 30
+    assert person.meta["frames_dropped"] == {"lost": 0, "blurred": meta["frames_dropped"]["blurred"]}
+    assert person.meta["training"]["steps"] == 3 and person.meta["training"]["curve"]
+    assert person.meta["source"]["name"] == "talking.mp4"
+    assert person.net.dims == TINY.dims and person.crop == TINY.crop
+    assert person.style is not None
+    assert len(person.footage["valid"]) == N_FRAMES
+    assert person.reference.shape == (256, 256, 3)
+    # the weights survive the round trip: the same crops out of the same input
+    again = load_person(puppet)
+    frame = next(iter(read_video_frames(video)))
+    e = np.zeros(52, np.float32)
+    e[INDEX["jawOpen"]] = 0.5
+    args = (frame, person.footage["pose"][5], person.footage["affine"][5], e)
+    a, b = person.render_frame(*args), again.render_frame(*args)
+    np.testing.assert_array_equal(a, b)
+    # only the lower face changes
+    assert a.shape == frame.shape
+    changed = np.any(a != frame, axis=2)
+    assert changed.any() and not changed[:100].any()               # the top of the head is kept
+
+
+def test_dub_follows_the_speech_length_with_its_audio(talking, tmp_path):
+    video, puppet, _ = talking
+    wav = tmp_path / "new.wav"
+    sf.write(wav, speech(2.4), SAMPLE_RATE)                         # longer than the footage
+    out = tmp_path / "dub.mp4"
+    stats = dub_video(puppet, wav, out, DubJob(workers=1))
+    info = video_info(out)
+    assert stats["frames"] == info["n_frames"] == 60
+    assert info["has_audio"] and info["audio_duration"] == pytest.approx(2.4, abs=0.1)
+    assert (info["width"], info["height"]) == (256, 256)
+    warp = tmp_path / "warp.mp4"
+    assert main(["dub", str(puppet), str(wav), "-o", str(warp), "--renderer", "warp"]) == 0
+    assert video_info(warp)["n_frames"] == 60
+
+
+def test_errors_name_the_input(talking, tmp_path):
+    video, puppet, _ = talking
+    bad = tmp_path / "not.puppet"
+    bad.write_bytes(b"nothing")
+    with pytest.raises(PersonError, match="not.puppet"):
+        load_person(bad)
+    with pytest.raises(PersonError, match="not found"):
+        load_person(tmp_path / "missing.puppet")
+    with pytest.raises(OutputError):
+        dub_video(puppet, video, video)                             # the output is an input
+    with pytest.raises(ValueError, match="renderer"):
+        dub_video(puppet, video, tmp_path / "x.mp4", replace(DubJob(), renderer="magic"))
+    blank = tmp_path / "blank.mp4"
+    write_video(blank, [np.full((128, 128, 3), 90, np.uint8)] * 30, fps=FPS)
+    with pytest.raises(FootageError, match="blank.mp4"):
+        learn(blank, tmp_path / "blank.puppet", TINY, device="cpu")
+    assert main(["learn", str(blank), "-o", str(tmp_path / "b.puppet"), "--minutes", "1"]) == 1
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            learn(video, tmp_path / "c.puppet", TINY, device="cuda")
