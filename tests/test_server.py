@@ -232,7 +232,7 @@ def test_portrait_upload(server, tmp_path):
     with pytest.raises(ServerError, match="[Nn]o face"):
         upload_portrait(server.http, grey.getvalue())
     with pytest.raises(ServerError, match="limit"):
-        upload_portrait(server.http, b"\xff" * int(10.5e6))
+        upload_portrait(server.http, b"\xff" * int(server.config.max_upload_mb * 1e6 + 1000))
 
 
 def test_text_is_spoken(server):

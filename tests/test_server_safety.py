@@ -211,12 +211,14 @@ def test_a_long_text_is_held_to_the_same_limit(server):
         assert len(list(c.frames(count=3))) == 3                     # the session goes on
 
 
-def test_a_20_mb_message_gets_an_error_message(server):
+def test_oversized_messages_get_an_error_message(server):
+    """20 MB of audio (625 s) and a 40 MB message: each answered, the session goes on."""
     with AvatarClient(server.url) as c:
-        c.ws.send(b"\x00" * 20_000_000)
-        error = next(m for m in iter(c.receive, None) if isinstance(m, dict) and m.get("type") == "error")
-        assert "20.0 MB" in error["message"] and "limit" in error["message"]
-        assert len(list(c.frames(count=3))) == 3
+        for size, expect in ((20_000_000, "625.0 s"), (40_000_000, "40.0 MB")):
+            c.ws.send(b"\x00" * size)
+            error = next(m for m in iter(c.receive, None) if isinstance(m, dict) and m.get("type") == "error")
+            assert expect in error["message"] and "limit" in error["message"]
+            assert len(list(c.frames(count=3))) == 3
 
 
 def png_header(w: int, h: int) -> bytes:
@@ -233,7 +235,7 @@ def test_a_huge_png_is_refused_before_decoding_and_a_huge_jpeg_decodes_small(ser
     assert status == 422 and "9000 x 9000" in body["error"] and "downscale" in body["error"]
     big = io.BytesIO()
     Image.fromarray(bundled_portrait()).resize((4096, 4096)).save(big, "JPEG", quality=70)
-    rgb = decode_upload(big.getvalue(), "the uploaded image", 24.0)
+    rgb = decode_upload(big.getvalue(), "the uploaded image")
     assert rgb.shape == (2048, 2048, 3) and rgb.dtype == np.uint8
 
 

@@ -43,9 +43,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from puppetry import limits
 from puppetry.audio import SAMPLE_RATE, from_pcm16, to_pcm16
 from puppetry.expression.arkit import ARKIT_NAMES
-from puppetry.io import MAX_PIXELS, ImageError
+from puppetry.io import ImageError
 from puppetry.portrait import load_portrait
 from puppetry.stream import AvatarStream, StreamConfig, StreamFrame
 
@@ -67,12 +68,13 @@ class ServerConfig:
     jpeg_quality: int = 80
     model: str | None = None      # streaming Audio2Expression checkpoint; None = the shipped one
     send_buffer: int = 8          # frames queued for a slow client before the oldest is dropped
-    max_upload_mb: float = 10.0   # portrait uploads, MB
+    max_upload_mb: float = limits.SERVICE_MAX_IMAGE_BYTES / 1e6   # portrait uploads, MB
     max_portraits: int = 32       # prepared portraits kept in memory (least recently used go)
-    max_ahead_s: float = 300.0    # speech queued ahead of the frames, incoming message included, s
-    max_text_chars: int = 2000    # characters of one text message
-    max_message_mb: float = 16.0  # one WebSocket message, MB (larger: an error message)
-    max_image_mp: float = 24.0    # decoded portrait pixels, millions (JPEGs decode downscaled)
+    max_ahead_s: float = limits.SERVICE_MAX_SPEECH_S   # speech queued ahead of the frames,
+                                  # the incoming message included, s
+    max_text_chars: int = limits.SERVICE_MAX_TEXT_CHARS   # characters of one text message
+    max_message_mb: float = 32.0  # one WebSocket message, MB (an inline portrait in base64 fits;
+                                  # larger: an error message)
     token: str | None = None      # access token for the WebSocket and POST; None: none needed
     allow_origins: tuple[str, ...] = ()   # browser origins allowed besides the server's own page
     start_timeout_s: float = 10.0 # a connection must start a session within this long
@@ -84,7 +86,7 @@ class ServerConfig:
 CATCH_UP_FRAMES = 5               # a session this many frames behind skips idle frames to catch up
 SESSIONS_PER_CORE = 2             # 256² at 25 fps; measured in docs/benchmarks.md §4
 DECODE_SIDE = 2048                # long side an uploaded photo is decoded at (JPEG) or reduced to, px
-PROTOCOL_SLACK = 2                # the WebSocket layer takes messages up to this many times
+PROTOCOL_SLACK = 1.5              # the WebSocket layer takes messages up to this many times
                                   # max_message_mb, so larger ones still get an error message
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
@@ -129,30 +131,27 @@ def encode_frame(rgb: np.ndarray, quality: int) -> bytes:
     return jpeg.tobytes()
 
 
-def decode_upload(data: bytes, what: str, max_mp: float) -> np.ndarray:
+def decode_upload(data: bytes, what: str) -> np.ndarray:
     """An uploaded image -> uint8[H x W x 3] RGB with its long side at most DECODE_SIDE.
 
-    JPEGs are decoded downscaled (libjpeg's DCT scaling: a 9000² photo costs what a
-    2250² one does); other formats above ``max_mp`` million pixels are refused before
-    decoding. Freed memory goes back to the system."""
+    JPEGs up to ``limits.MAX_IMAGE_PIXELS`` are decoded downscaled (libjpeg's DCT scaling:
+    a 7000² photo costs what a 1750² one does); other formats over
+    ``limits.SERVICE_MAX_IMAGE_PIXELS`` are refused from their header, before decoding.
+    Freed memory goes back to the system."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     from puppetry.io import _to_rgb
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(f"{what} is {w} x {h} px, more than {MAX_PIXELS / 1e6:.0f} million "
-                                 "pixels: downscale it before uploading")
             if im.format == "JPEG":
+                limits.check_pixels(w, h, what)
                 im.draft("RGB", (DECODE_SIDE, DECODE_SIDE))
-            elif w * h > max_mp * 1e6:
-                raise ImageError(f"{what} is {w} x {h} px ({w * h / 1e6:.0f} million pixels), over "
-                                 f"this server's {max_mp:g} million for {im.format} images: downscale "
-                                 f"it (a long side of {DECODE_SIDE} px is plenty) or send a JPEG")
+            else:
+                limits.check_pixels(w, h, what, service=True)
             im.load()
             rgb = _to_rgb(ImageOps.exif_transpose(im))
-    except ImageError:
+    except limits.LimitError:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{what} is not a readable image (cannot identify image file): use a "
@@ -327,7 +326,7 @@ class Server:
         with self.lock:
             known = pid in self.portraits
         if not known:
-            rgb = decode_upload(data, what, self.config.max_image_mp)
+            rgb = decode_upload(data, what)
             try:
                 portrait = load_portrait(rgb, size=self.config.size)
             except ValueError as err:                  # "... in portrait: ..." -> the upload
