@@ -75,7 +75,9 @@ def _demo(args) -> None:
 def _serve(args) -> None:
     from .ui.server import ServerConfig, serve
     serve(ServerConfig(host=args.host, port=args.port, size=args.size, fps=args.fps,
-                       max_sessions=args.max_sessions))
+                       max_sessions=args.max_sessions,
+                       token=args.token or os.environ.get("PUPPETRY_TOKEN") or None,
+                       allow_origins=tuple(args.allow_origin), idle_timeout_s=args.idle_timeout))
 
 
 def add_output(parser: argparse.ArgumentParser, what: str) -> None:
@@ -161,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-sessions", type=int, default=None,
                    help="sessions served at once; more are refused (default: what this machine "
                         "keeps real-time, docs/streaming.md)")
+    s.add_argument("--token", help="access token the WebSocket and uploads must carry (default: "
+                   "$PUPPETRY_TOKEN; required with a --host other than loopback)")
+    s.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web page origin (https://app.example) allowed besides the server's own "
+                        "page; repeat for more")
+    s.add_argument("--idle-timeout", type=float, default=600.0,
+                   help="seconds a session may send nothing before it ends (default 600; 0: never)")
     s.set_defaults(run=_serve)
     return parser
 

@@ -321,3 +321,21 @@ def test_the_page_keeps_its_session_when_a_portrait_upload_fails(server, page, t
     seen = page.evaluate(frames)
     page.wait_for_function(f"{frames} > {seen + 10}", timeout=30_000)   # still streaming
     assert not page.locator("#say").is_disabled()
+
+
+def test_serve_command_takes_a_token_and_allowed_origins(free_port):
+    from puppetry.ui.server import serve_in_subprocess
+    proc = serve_in_subprocess(free_port, "--token", TOKEN, "--allow-origin", "https://a.example")
+    try:
+        url = f"ws://127.0.0.1:{free_port}/v1/stream"
+        with urllib.request.urlopen(f"http://127.0.0.1:{free_port}/v1/health", timeout=10) as r:
+            assert json.loads(r.read())["token"] is True
+        assert refused_status(url) == 401
+        assert refused_status(url + f"?token={TOKEN}", origin="https://b.example") == 403
+        from websockets.sync.client import connect
+        with connect(url + f"?token={TOKEN}", origin="https://a.example") as ws:
+            ws.send(json.dumps({"type": "ping"}))
+            assert "before start" in json.loads(ws.recv(timeout=30))["message"]
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -918,6 +918,15 @@ def serve_in_subprocess(port: int, *args: str, stdout=subprocess.DEVNULL, stderr
                        f"(exit code {proc.poll()}): is the port free? run it by hand to see why")
 
 
+class _DenialNoise(logging.Filter):
+    """uvicorn 0.54's sans-I/O WebSocket protocol logs an error after a refused handshake
+    (an HTTP 401/403/503 answer) that it otherwise handles correctly; the refusal is
+    logged once by this server instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "returned without completing handshake" not in record.getMessage()
+
+
 def serve(config: ServerConfig = ServerConfig()) -> None:
     """Run the server until interrupted (``puppetry serve``)."""
     import torch
@@ -928,6 +937,7 @@ def serve(config: ServerConfig = ServerConfig()) -> None:
     handler.setFormatter(logging.Formatter("puppetry serve: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
     app = build_app(config)
     page = f"http://{config.host}:{config.port}/" + (f"#token={config.token}" if config.token else "")
     print(f"puppetry serve: {page} (WebSocket /v1/stream, {app.state.server.max_sessions} sessions "
