@@ -350,7 +350,7 @@ class Server:
         if self.driver is not None:
             return self.driver()
         from puppetry.drive.video import FaceDriver
-        return FaceDriver()
+        return FaceDriver(fps=self.config.fps)
 
 
 class Refused(Exception):
