@@ -299,9 +299,18 @@ def test_a_real_face_driver_follows_a_camera_frame():
     running = Running()
     try:
         with AvatarClient(running.url) as c:
-            c.send_drive(bundled_portrait(), seq=1)
-            driven = next(f for f in c.frames(count=100) if f.drive_seq is not None)
-            assert driven.drive_seq == 1 and abs(driven.pose[0]) < 5      # the first face: no turn
+            c.send_drive(bundled_portrait(), seq=1)                   # the reference face
+            driven = next(f for f in c.frames(count=1000) if f.drive_seq is not None)
+            assert driven.drive_seq == 1 and max(map(abs, driven.pose)) < 1   # itself: no turn
+            c.send_drive(np.zeros((240, 320, 3), np.uint8), seq=2)  # no face: not driven
+            c.send({"type": "stats"})
+            stats = next(m for m in iter(c.receive, None) if isinstance(m, dict) and m.get("type") == "stats")
+            for _ in range(1000):
+                if stats["drive_lost"]:
+                    break
+                c.send({"type": "stats"})
+                stats = next(m for m in iter(c.receive, None) if isinstance(m, dict) and m.get("type") == "stats")
+            assert stats["drive_lost"] == 1
     finally:
         running.stop()
 

@@ -381,7 +381,7 @@ class Session:
         self.resets = 0                                    # reset messages handled
         self.text_task: asyncio.Task | None = None         # text being synthesised
         self.driver = None                                 # FaceDriver, made on the first camera frame
-        self.drive: tuple | None = None                    # (DrivingFrame, seq, arrival) newest tracked
+        self.drive: tuple | None = None                    # (DrivingFrame, seq, arrival, tracked) newest
         self.drive_next: tuple | None = None               # (jpeg, seq, arrival) waiting to be tracked
         self.drive_task: asyncio.Task | None = None
         self.drive_dropped = 0                             # camera frames replaced before tracking
@@ -613,7 +613,7 @@ class Session:
             if frame is None:
                 self.drive_lost += 1
             else:
-                self.drive = (frame, seq, arrived)
+                self.drive = (frame, seq, arrived, time.perf_counter())
 
     def track_one(self, jpeg: bytes):
         """Camera frame bytes -> DrivingFrame (relative to the first face seen) or None."""
@@ -629,7 +629,7 @@ class Session:
 
     def driving(self) -> tuple | None:
         """The newest tracked camera frame, if it is recent enough to drive the face."""
-        if self.drive is not None and time.perf_counter() - self.drive[2] <= self.config.drive_hold_s:
+        if self.drive is not None and time.perf_counter() - self.drive[3] <= self.config.drive_hold_s:
             return self.drive
         return None
 
