@@ -1,6 +1,8 @@
-"""Streaming server benchmark: latency, lag over a minute, concurrent sessions, barge-in.
+"""Streaming server benchmark: latency, lag over a minute, concurrent sessions, barge-in;
+bursts of speech, text beside other sessions, live driving by camera frames.
 
     python pipelines/benchmark_stream.py [--sessions 4] [--out docs/benchmarks_stream.md]
+    python pipelines/benchmark_stream.py --parts burst,text,drive --out docs/benchmarks_stream_live.md
 
 Starts ``puppetry serve`` in its own process on loopback and drives it like an assistant
 backend would: speech from ../shared/dev/audio (or the bundled clip) sent in 20 ms PCM
@@ -13,6 +15,19 @@ chunks paced at real time, as a microphone or a streaming TTS delivers it.
 3. N sessions at once, each speaking for 30 s: frames per second received, lag growth,
    latency under load; then one session more, which must be refused.
 4. barge-in: ``reset`` mid-utterance -> the first idle frame.
+
+``--parts burst,text,drive`` (issues 12 and 13), each on a fresh server:
+
+5. burst: utterances of 2-4 s sent in 20 ms chunks as fast as the socket takes them (what
+   a client does with a file): frames per utterance against round(duration x fps), in
+   order from audio_t 0, and the time from the first chunk to the first frame.
+6. text: on a fresh server (the first text loads the voice), one session idles while
+   another says a long text (~1500 characters) and then a short one: the largest gap
+   between consecutive frames of each session, from the server's own frame times (``t``)
+   and from arrival at the client.
+7. drive: camera frames from a dev video (320 x 240 JPEG, at 25 frames/s) drive one
+   session: the time from sending a camera frame to receiving the first avatar frame it
+   drove (p50 / p95), and the server's own share (``drive_ms``).
 """
 from __future__ import annotations
 
@@ -35,7 +50,11 @@ from puppetry.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from puppetry.client import AvatarClient, Frame, ServerError  # noqa: E402
 from puppetry.ui.server import serve_in_subprocess  # noqa: E402
 
-DEV_AUDIO = ROOT.parent / "shared" / "dev" / "audio"
+DEV = Path(os.environ.get("PUPPETRY_DEV", ROOT.parent / "shared" / "dev"))   # read, never copied
+DEV_AUDIO = DEV / "audio"
+DEV_VIDEOS = DEV / "videos"
+LONG_TEXT = ("The quick brown fox jumps over the lazy dog, and then it runs back again to see "
+             "whether the dog has noticed anything at all. ") * 12        # ~1500 characters
 CHUNK = 320                     # samples per chunk: 20 ms
 
 
@@ -64,6 +83,7 @@ class Speaker:
         self.sent_first: dict[int, float] = {}     # utterance -> time its first chunk was sent
         self.reset_at: float | None = None
         self.reset_idle: float | None = None
+        self.speech_at: float | None = None        # when a text's speech message arrived
         self.stop = False
         self.thread = threading.Thread(target=self._receive, daemon=True)
         self.thread.start()
@@ -81,6 +101,8 @@ class Speaker:
                 self.arrivals.append((now, item))
                 if self.reset_at and self.reset_idle is None and item.utterance is None:
                     self.reset_idle = now
+            elif item.get("type") == "speech" and self.speech_at is None:
+                self.speech_at = now
 
     def say(self, audio: np.ndarray, utterance: int, reset_after_s: float | None = None) -> None:
         """Send ``audio`` in 20 ms chunks at real time, then ``end`` (or ``reset``)."""
@@ -136,6 +158,136 @@ def pct(values, q) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def burst(url: str, clip, n: int = 10) -> tuple[list[str], list[tuple[bool, str]]]:
+    """5. Utterances sent in 20 ms chunks as fast as the socket takes them."""
+    sp = Speaker(url, seed=0)
+    while not sp.arrivals:
+        time.sleep(0.01)
+    expected, complete, lat = [], [], []
+    for u in range(1, n + 1):
+        audio = clip(float(np.random.default_rng(u).uniform(2.0, 4.0)))
+        sp.sent_first[u] = time.perf_counter()
+        for i in range(0, len(audio), CHUNK):
+            sp.client.send_audio(audio[i:i + CHUNK])
+        sp.client.end()
+        sp.wait_for_end(u)
+        frames = [f for _, f in sp.frames_of(u)]
+        want = round(len(audio) / SAMPLE_RATE * sp.fps)
+        expected.append(want)
+        complete.append(len(frames) == want and [f.audio_t for f in frames] ==
+                        [round(i / sp.fps, 4) for i in range(want)]
+                        and [f.index for f in frames] == list(range(frames[0].index, frames[0].index + want)))
+        lat.append(sp.latency(u))
+        time.sleep(0.3)
+    st = sp.close()
+    lat = np.array(lat)
+    row = [f"| burst: {n} utterances of 2-4 s, 20 ms chunks as fast as possible | "
+           f"{sum(complete)} of {n} complete and in order ({sum(expected)} frames expected) | "
+           f"{pct(lat[:, 0], 50):.0f} / {pct(lat[:, 0], 95):.0f} / {np.max(lat[:, 0]):.0f} | "
+           f"{pct(lat[:, 1], 50):.0f} / {pct(lat[:, 1], 95):.0f} | {st.get('late', '?')} / {st.get('dropped', '?')} |"]
+    return row, [(all(complete), "burst: every utterance gives round(duration x fps) frames, in order"),
+                 (np.max(lat[:, 0]) <= 250, "burst: first frame <= 250 ms after the first chunk (every utterance)")]
+
+
+def text_beside(url: str) -> tuple[list[str], list[tuple[bool, str]]]:
+    """6. One session idles while another says a long text, then a short one. Largest
+    frame gaps in three windows: 10 s before the text (the machine's own noise), while
+    the text is synthesised (text sent -> its speech message), and while it is spoken."""
+    quiet, talker = Speaker(url, seed=1), Speaker(url, seed=2)
+    while not (quiet.arrivals and talker.arrivals):
+        time.sleep(0.01)
+    time.sleep(10.0)
+    t0 = time.perf_counter()
+    talker.client.say(LONG_TEXT)
+    talker.wait_for_end(1, timeout=600)
+    talker.client.say("And that is all.")
+    talker.wait_for_end(2, timeout=60)
+    t1 = time.perf_counter()
+    synth_end = (talker.speech_at or t0) + 0.2
+
+    def gaps(sp, lo, hi):
+        got = [(a, f) for a, f in sp.arrivals if lo <= a <= hi]
+        return (1000 * np.max(np.diff([f.t for _, f in got])) if len(got) > 1 else float("nan"),
+                1000 * np.max(np.diff([a for a, _ in got])) if len(got) > 1 else float("nan"))
+
+    rows, checks = [], []
+    for name, sp in (("the idle session", quiet), ("the speaking session", talker)):
+        before, during, spoken = gaps(sp, t0 - 10, t0), gaps(sp, t0, synth_end), gaps(sp, synth_end, t1)
+        st = sp.close()
+        rows.append(f"| text on a fresh server: {name} | largest gap server / client (ms): 10 s before "
+                    f"{before[0]:.0f} / {before[1]:.0f}; during synthesis ({1000 * (synth_end - t0):.0f} ms) "
+                    f"{during[0]:.0f} / {during[1]:.0f}; while spoken ({t1 - synth_end:.0f} s) "
+                    f"{spoken[0]:.0f} / {spoken[1]:.0f} | | | {st.get('late', '?')} / {st.get('dropped', '?')} |")
+        checks.append((max(during[0], spoken[0]) <= 120,
+                       f"text: {name}'s frames never stall (largest server-side gap <= 120 ms)"))
+    speech = next((m for m in talker.client.messages if m.get("type") == "speech"), {})
+    rows[-1] = rows[-1].replace("| text on", f"| text (~{len(LONG_TEXT)} characters, "
+                                f"{speech.get('duration', 0):.0f} s of speech, then a short one) on")
+    return rows, checks
+
+
+def drive(url: str, seconds: float = 20.0, size=(320, 240)) -> tuple[list[str], list[tuple[bool, str]]]:
+    """7. Camera frames from a dev video drive one session, paced at 25 frames/s."""
+    import cv2
+
+    from puppetry.io import read_video_frames
+    video = sorted(DEV_VIDEOS.glob("*.mp4"))[-1]
+    frames = []
+    for rgb in read_video_frames(video):
+        frames.append(cv2.imencode(".jpg", cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)[:, :, ::-1],
+                                   [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes())
+        if len(frames) >= seconds * 25:
+            break
+    sp = Speaker(url, seed=3)
+    while not sp.arrivals:
+        time.sleep(0.01)
+    sent = {}
+    t0 = time.perf_counter()
+    for seq, jpeg in enumerate(frames):
+        time.sleep(max(0.0, t0 + seq / 25 - time.perf_counter()))
+        sent[seq] = time.perf_counter()
+        sp.client.send_drive(jpeg, seq=seq)
+    time.sleep(1.0)
+    first = {}
+    for a, f in sp.arrivals:
+        if f.drive_seq is not None and f.drive_seq not in first:
+            first[f.drive_seq] = (a, f.drive_ms)
+    warm = {q: v for q, v in first.items() if q >= 25}             # after the tracker loaded
+    lat = np.array([1000 * (a - sent[q]) for q, (a, _) in warm.items()])
+    server_ms = np.array([ms for _, ms in warm.values()])
+    driven = [f for a, f in sp.arrivals if a >= sent[25] and f.drive_seq is not None]
+    span = driven[-1].t - driven[0].t if len(driven) > 1 else float("nan")
+    st = sp.close()
+    row = [f"| drive: {len(frames)} camera frames of {video.name} ({size[0]} x {size[1]} JPEG, 25 /s) | "
+           f"{len(warm)} of {len(frames) - 25} shown; {len(driven) / span:.1f} driven frames/s | "
+           f"{pct(lat, 50):.0f} / {pct(lat, 95):.0f} / {np.max(lat):.0f} | "
+           f"{pct(server_ms, 50):.0f} / {pct(server_ms, 95):.0f} | "
+           f"{st.get('late', '?')} / {st.get('dropped', '?')} (camera frames replaced: {st.get('drive_dropped', '?')}, "
+           f"no face: {st.get('drive_lost', '?')}) |"]
+    return row, [(pct(lat, 50) <= 150, "drive: camera frame -> avatar frame p50 <= 150 ms")]
+
+
+def live_parts(parts: set[str], size: int, clip) -> str:
+    """Parts 5-7, each on a fresh server; a markdown table and PASS/FAIL lines."""
+    rows, checks = [], []
+    for part, run in (("burst", lambda url: burst(url, clip)), ("text", text_beside), ("drive", drive)):
+        if part not in parts:
+            continue
+        port = free_port()
+        server = start_server(port, 4, size)
+        try:
+            r, c = run(f"ws://127.0.0.1:{port}/v1/stream")
+        finally:
+            server.terminate()
+            server.wait(10)
+        rows += r
+        checks += c
+    head = ("| run | result | client ms p50 / p95 / max (burst, drive: latency; text: largest gap, "
+            "server / client) | server ms p50 / p95 | skipped late / dropped |\n|---|---|---|---|---|")
+    text = head + "\n" + "\n".join(rows)
+    return "\n".join([text, "", "```"] + [f"{'PASS' if ok else 'FAIL'}  {what}" for ok, what in checks] + ["```"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=4, help="sessions at once (and the server's capacity)")
@@ -144,7 +296,11 @@ def main() -> None:
     ap.add_argument("--long-s", type=float, default=60.0, help="seconds of the long utterance")
     ap.add_argument("--concurrent-s", type=float, default=30.0, help="seconds each concurrent session speaks")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks_stream.md")
+    ap.add_argument("--parts", default="core", help="core (1-4) and/or burst, text, drive (5-7), "
+                    "comma-separated, or all")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    parts = {"core", "burst", "text", "drive"} if "all" in parts else parts
     started = time.perf_counter()
     pool = speech_pool()
     longest = max(args.long_s, 5.0) * SAMPLE_RATE
@@ -155,6 +311,15 @@ def main() -> None:
         start = rng.integers(0, len(pool) - int(seconds * SAMPLE_RATE))
         return pool[start:start + int(seconds * SAMPLE_RATE)]
 
+    if "core" not in parts:
+        text = (f"`python pipelines/benchmark_stream.py --parts {args.parts}`  \n"
+                f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+                f"{args.size}², 25 fps, each part on a fresh server in its own process\n\n"
+                + live_parts(parts, args.size, clip) + "\n")
+        print(text)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        return
     port = free_port()
     server = start_server(port, args.sessions, args.size)
     url = f"ws://127.0.0.1:{port}/v1/stream"
@@ -272,6 +437,8 @@ def main() -> None:
              f"Session {args.sessions + 1}: {refused}.", "", table, "", "```"]
     lines += [f"{'PASS' if ok else 'FAIL'}  {what}" for ok, what in checks] + ["```", ""]
     text = "\n".join(lines)
+    if parts - {"core"}:
+        text += "\n" + live_parts(parts, args.size, clip) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -348,3 +348,11 @@ def test_serve_command_takes_a_token_and_allowed_origins(free_port):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_deeply_nested_json_is_answered(server):
+    with AvatarClient(server.url) as c:
+        c.ws.send("[" * 200_000)
+        error = next(m for m in iter(c.receive, None) if isinstance(m, dict) and m.get("type") == "error")
+        assert "nested" in error["message"] or "JSON" in error["message"]
+        assert len(list(c.frames(count=3))) == 3

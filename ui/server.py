@@ -229,6 +229,8 @@ def speech_worker() -> None:
     byte (0: float32 samples follow, 1: an error message) out."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)                                  # the voice's own prints never reach the pipe
+    os.nice(2)                                     # the sessions' frames come first (a little:
+                                                   # more starves it on a busy machine)
     from puppetry.tts import synthesize
     stdin = sys.stdin.buffer
     while True:
@@ -513,6 +515,8 @@ class Session:
         except json.JSONDecodeError as err:
             raise ProtocolError(f"message is not JSON ({err.msg} at character {err.pos}): send "
                                 "JSON text messages or binary PCM audio") from None
+        except RecursionError:
+            raise ProtocolError("message is JSON nested too deeply: send flat JSON objects") from None
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
             raise ProtocolError('message needs a "type": start, audio, end, text, drive, reset, '
                                 'stats or ping')
@@ -892,11 +896,14 @@ async def _multipart_image(request, body: bytes) -> tuple[bytes, str | None] | N
 
 
 def uvicorn_config(app, config: ServerConfig, **overrides):
-    """The uvicorn settings the server runs with (the WebSocket layer takes messages up to
-    PROTOCOL_SLACK x max_message_mb, so the session answers an oversized one itself)."""
+    """The uvicorn settings the server runs with: the WebSocket layer takes messages up to
+    PROTOCOL_SLACK x max_message_mb (so the session answers an oversized one itself), and
+    compresses nothing (JPEG frames do not compress; deflating a text's 3 MB speech message
+    held the event loop, and every session's frames, for ~0.4 s)."""
     import uvicorn
     settings = dict(host=config.host, port=config.port, log_level="warning",
-                    ws_max_size=int(PROTOCOL_SLACK * config.max_message_mb * 1e6))
+                    ws_max_size=int(PROTOCOL_SLACK * config.max_message_mb * 1e6),
+                    ws_per_message_deflate=False)
     return uvicorn.Config(app, **{**settings, **overrides})
 
 
