@@ -61,7 +61,7 @@ SHARES = {"prestart": 0.08, "start": 0.04, "session": 0.75, "connect": 0.03, "po
 def image_seeds() -> list[bytes]:
     """Valid images of the bundled face in several formats and modes (the material the
     corruptions start from); small, so that the ones that still decode are cheap."""
-    face = Image.fromarray(bundled_portrait()).resize((256, 256))
+    face = Image.fromarray(bundled_portrait()).crop((100, 0, 420, 320))   # the face ~90 px wide
     out = []
     for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "L"), ("GIF", "P"),
                       ("BMP", "RGB"), ("TIFF", "RGB"), ("WEBP", "RGB"), ("JPEG", "CMYK"), ("PNG", "I;16")):
@@ -114,9 +114,9 @@ class Inputs:
         if kind == 3:
             return r.randbytes(r.choice([0, 1, 16, 5000]))
         if kind == 4:                                   # a valid but odd image
-            buf = io.BytesIO()
-            Image.new(r.choice(["RGB", "L", "1", "RGBA"]), (r.choice([1, 2, 7, 300]), r.choice([1, 3, 300]))).save(
-                buf, r.choice(["PNG", "JPEG", "GIF"]))
+            buf, fmt = io.BytesIO(), r.choice(["PNG", "JPEG", "GIF"])
+            mode = r.choice(["RGB", "L", "1"] + (["RGBA"] if fmt != "JPEG" else []))
+            Image.new(mode, (r.choice([1, 2, 7, 300]), r.choice([1, 3, 300]))).save(buf, fmt)
             return buf.getvalue()
         if kind == 5:                                   # a text file named like an image
             return "this is not an image\n".encode() * r.randrange(1, 100)
@@ -159,6 +159,18 @@ class Inputs:
         for _ in range(r.choice([0, 0, 1, 3])):          # unknown or wrongly typed fields
             msg[r.choice(["type", "data", "text", "image", "seq", "extra", "\u2603"])] = self.junk_value()
         return msg
+
+    def start(self) -> str:
+        """A start message with mutated knobs and portrait."""
+        r = self.r
+        msg = {"type": "start"}
+        for key in r.sample(["seed", "motion_scale", "blink_rate", "intensity", "portrait_id", "portrait"],
+                            r.randrange(1, 4)):
+            if key == "portrait":
+                msg[key] = r.choice([base64.b64encode(self.image()).decode(), "not base64", None])
+            else:
+                msg[key] = r.choice([self.junk_value(), r.uniform(-1, 70), r.randrange(-5, 100)])
+        return json.dumps(msg, allow_nan=True)
 
     def message(self) -> str | bytes:
         """One WebSocket message: a mutated command, raw text or binary."""
@@ -343,8 +355,7 @@ def run_case(category, target, inputs, timeout, session):
         return post_case(target, inputs, timeout)
     if category in ("prestart", "start"):            # a fresh connection per case
         probe = Session(target, timeout)
-        message = inputs.message() if category == "prestart" else json.dumps(
-            {**inputs.command(), "type": "start"}, allow_nan=True)
+        message = inputs.message() if category == "prestart" else inputs.start()
         try:
             return ws_case(target, probe, message, timeout, started=False), session, message
         finally:

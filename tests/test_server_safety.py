@@ -233,6 +233,8 @@ def png_header(w: int, h: int) -> bytes:
 def test_a_huge_png_is_refused_before_decoding_and_a_huge_jpeg_decodes_small(server):
     status, body = post(server.http + "/v1/portraits", png_header(9000, 9000))
     assert status == 422 and "9000 x 9000" in body["error"] and "downscale" in body["error"]
+    status, body = post(server.http + "/v1/portraits", png_header(20000, 20000))
+    assert status == 422 and "million pixels" in body["error"] and "downscale" in body["error"]
     big = io.BytesIO()
     Image.fromarray(bundled_portrait()).resize((4096, 4096)).save(big, "JPEG", quality=70)
     rgb = decode_upload(big.getvalue(), "the uploaded image")
@@ -287,9 +289,11 @@ def test_camera_frames_drive_the_face():
             assert driven.weights[c.names.index("jawOpen")] == pytest.approx(0.7, abs=1e-3)
             c.ws.send(json.dumps({"type": "drive", "image": "!!"}))
             c.send_drive(b"not a jpeg")
-            errors = [m for m in (c.receive() for _ in range(40)) if isinstance(m, dict)
+            c.send_drive(png_header(20000, 20000))                   # refused from its header
+            errors = [m for m in (c.receive() for _ in range(60)) if isinstance(m, dict)
                       and m.get("type") == "error"]
-            assert len(errors) == 2 and all("drive" in e["message"] for e in errors)
+            assert len(errors) == 3 and all("drive" in e["message"] for e in errors)
+            assert "million pixels" in errors[2]["message"]
     finally:
         running.stop()
 

@@ -89,6 +89,7 @@ DECODE_SIDE = 2048                # long side an uploaded photo is decoded at (J
 PROTOCOL_SLACK = 1.5              # the WebSocket layer takes messages up to this many times
                                   # max_message_mb, so larger ones still get an error message
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+DRIVE_MAX_PIXELS = 4e6            # a camera frame's pixels (640 x 480 is 0.3 million)
 
 
 def default_max_sessions() -> int:
@@ -153,10 +154,14 @@ def decode_upload(data: bytes, what: str) -> np.ndarray:
             rgb = _to_rgb(ImageOps.exif_transpose(im))
     except limits.LimitError:
         raise
+    except Image.DecompressionBombError:
+        raise limits.LimitError(f"{what} has more than {limits.MAX_IMAGE_PIXELS / 1e6:.0f} million "
+                                "pixels (puppetry.limits.MAX_IMAGE_PIXELS): downscale it before "
+                                "uploading") from None
     except UnidentifiedImageError:
         raise ImageError(f"{what} is not a readable image (cannot identify image file): use a "
                          "JPEG or PNG photo") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{what} is not a readable image ({err or type(err).__name__}): use a "
                          "JPEG or PNG photo") from None
     k = DECODE_SIDE / max(rgb.shape[:2])
@@ -621,12 +626,20 @@ class Session:
 
     def track_one(self, jpeg: bytes):
         """Camera frame bytes -> DrivingFrame (relative to the first face seen) or None."""
+        from PIL import Image
+        try:                                           # the header's size, before decoding
+            with Image.open(io.BytesIO(jpeg)) as im:
+                w, h = im.size
+        except Image.DecompressionBombError:           # PIL's own limit, far above ours
+            w = h = int(DRIVE_MAX_PIXELS)
+        except Exception:                              # noqa: BLE001 - PIL's many ways to refuse
+            raise ProtocolError("drive: image is not a readable JPEG or PNG") from None
+        if w * h > DRIVE_MAX_PIXELS:
+            raise ProtocolError(f"drive: a {w} x {h} camera frame is over {DRIVE_MAX_PIXELS / 1e6:g} "
+                                "million pixels: send 640 x 480 or smaller")
         bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ProtocolError("drive: image is not a readable JPEG or PNG")
-        if bgr.shape[0] * bgr.shape[1] > 4e6:
-            raise ProtocolError(f"drive: a {bgr.shape[1]} x {bgr.shape[0]} camera frame is over 4 "
-                                "million pixels: send 640 x 480 or smaller")
         if self.driver is None:
             self.driver = self.server.make_driver()
         return self.driver(np.ascontiguousarray(bgr[:, :, ::-1]))
