@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import provenance
 from .drive.frames import FPS  # default video frame rate, frames/s
 
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # 178_956_970 px (~13 400 px square), PIL's hard limit
@@ -234,10 +235,12 @@ def _encoder_args(suffix: str, crf: int, sound: bool) -> list[str]:
     if muxer == "webm":  # VP9 in real-time mode: ~4x faster than "good", ~same size here
         return maps + (["-c:a", "libopus", "-b:a", OPUS_BITRATE] if sound else []) + [
             "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1",
-            "-crf", str(VP9_CRF), "-b:v", "0", "-pix_fmt", "yuv420p", "-f", "webm"]
+            "-crf", str(VP9_CRF), "-b:v", "0", "-pix_fmt", "yuv420p", *provenance.ffmpeg_args(muxer),
+            "-f", "webm"]
     return maps + (["-c:a", "aac", "-b:a", AUDIO_BITRATE] if sound else []) + [
         "-c:v", "libx264", "-preset", PRESET, "-crf", str(crf), "-pix_fmt", "yuv420p",
-        *(["-movflags", "+faststart"] if muxer in ("mp4", "mov") else []), "-f", muxer]
+        *(["-movflags", "+faststart+use_metadata_tags"] if muxer in ("mp4", "mov") else []),
+        *provenance.ffmpeg_args(muxer), "-f", muxer]
 
 
 def _widen_pipe(pipe, nbytes: int) -> None:
@@ -312,7 +315,7 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
         _widen_pipe(proc.stdin, 3 * w * h)
         try:
             for i, frame in enumerate(itertools.chain([first], frames)):
-                a = _check_frame(frame, f"frame {i}", shape)
+                a = provenance.embed(_check_frame(frame, f"frame {i}", shape))  # a marked copy
                 if a.shape[:2] != (h, w):
                     a = np.pad(a, ((0, h - a.shape[0]), (0, w - a.shape[1]), (0, 0)), mode="edge")
                 proc.stdin.write(memoryview(np.ascontiguousarray(a)))
