@@ -10,7 +10,7 @@ coarticulated ARKit mouth targets (``puppetry.expression.visemes``).
 1. Texts: sentences written here (phonetically rich, questions, numbers, names, short
    phrases) and sentences made from templates and a built-in word list. No downloads.
 2. Voices: espeak-ng (English voices x variants, 130-220 wpm, pitch 30-70), flite (kal,
-   kal16, awb, rms, slt), festival (kal, ked diphones, slt HTS), Piper (joe): whichever
+   kal16, awb, rms, slt; f0 80-260 Hz), festival (kal, ked diphones, slt HTS), Piper (joe): whichever
    are installed. Rate (and pitch where the engine has it) drawn per utterance.
 3. Synthesis to 16 kHz mono with phone timings:
    - flite, festival: the engine's own Segment relation (phone end times). Exact: the
@@ -28,10 +28,11 @@ coarticulated ARKit mouth targets (``puppetry.expression.visemes``).
    median of 6 ms (festival), 8 ms (flite), 10 ms (Piper); espeak's own events are 12 ms
    late on average (90th percentile 40 ms), hence the alignment.
 4. Targets: ``viseme_curves`` at 100 Hz, float16 [T x 52].
-5. Augmentation, stored as extra variants of a fraction of the utterances: additive noise
-   (5-30 dB SNR), reverb (synthetic exponential-decay impulse responses), pitch shift,
-   tempo change (phone times warped, targets recomputed), codec round trips (mp3, opus,
-   8 kHz telephone band with mu-law), gain and clipping.
+5. Augmentation, stored as extra variants of a fraction of the utterances (``--augment``,
+   all by default): microphone and room colouring (low cut, peaks and dips, high shelf or
+   low pass), additive noise (5-30 dB SNR), reverb (synthetic exponential-decay impulse
+   responses), pitch shift, tempo change (phone times warped, targets recomputed), codec
+   round trips (mp3, opus, 8 kHz telephone band with mu-law), gain and clipping.
 6. Shards ``shard_000.npz`` (about ``--shard-minutes`` of clean speech each; existing
    shards are skipped, a ``.lock`` file keeps parallel runs apart) and ``recipe.json``.
    ``--seed`` fixes the texts, voices and augmentations of every shard; Piper's audio
@@ -265,6 +266,9 @@ ESPEAK_VARIANTS = ["", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3
                    "klatt", "klatt2", "klatt3", "klatt4", "Andy", "Annie", "Gene", "Lee",
                    "Mike", "Michael", "linda", "max", "paul", "steph", "david", "robert"]
 FLITE_VOICES = ["kal", "kal16", "awb", "rms", "slt"]
+# flite's f0 target (Hz) drawn per utterance: 2.2 honours int_f0_target_mean for these
+# voices (measured: kal16 95 / 203 Hz, slt 85 / 195 Hz at 90 / 200); rms ignores it
+FLITE_PITCH = {"kal": (80, 170), "kal16": (80, 170), "awb": (80, 160), "slt": (140, 260)}
 FESTIVAL_VOICES = {"kal": "voice_kal_diphone", "ked": "voice_ked_diphone",
                    "slt": "voice_cmu_us_slt_arctic_hts"}
 ENGINE_SHARE = {"espeak": 0.35, "flite": 0.25, "festival": 0.2, "piper": 0.2}
@@ -275,7 +279,7 @@ class Voice:
     engine: str              # espeak | flite | festival | piper
     name: str                # engine voice (espeak: "en-gb-x-rp+f3")
     speed: float = 1.0       # espeak: words per minute; others: duration stretch (>1 slower)
-    pitch: float = 0.0       # espeak: 0-100; festival diphones: f0 mean in Hz; 0 = default
+    pitch: float = 0.0       # espeak: 0-100; flite, festival diphones: f0 mean in Hz; 0 = default
 
     def __str__(self) -> str:
         knobs = f"@{self.speed:.0f}wpm" if self.engine == "espeak" else f"@x{self.speed:.2f}"
@@ -317,7 +321,9 @@ def pick_voice(rng: np.random.Generator, engines: list[str]) -> Voice:
         return Voice(engine, name, float(rng.integers(130, 221)), float(rng.integers(30, 71)))
     stretch = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
     if engine == "flite":
-        return Voice(engine, str(rng.choice(FLITE_VOICES)), stretch)
+        name = str(rng.choice(FLITE_VOICES))
+        low, high = FLITE_PITCH.get(name, (0, 0))
+        return Voice(engine, name, stretch, float(rng.integers(low, high + 1)) if high else 0.0)
     if engine == "festival":
         name = str(rng.choice(list(FESTIVAL_VOICES)))
         pitch = float(rng.integers(85, 150)) if name != "slt" else 0.0
@@ -362,6 +368,7 @@ def synth_flite(voice: Voice, text: str, tmp: Path) -> Speech:
     wav = tmp / "flite.wav"
     out = subprocess.run(
         ["flite", "-voice", voice.name, "--setf", f"duration_stretch={voice.speed:.3f}",
+         *(["--setf", f"int_f0_target_mean={voice.pitch:.0f}"] if voice.pitch else []),
          "-psdur", "-t", text, "-o", str(wav)],
         capture_output=True, text=True, check=True, timeout=120).stdout
     segs = [s.rsplit(":", 1) for s in out.split()]
@@ -726,18 +733,42 @@ def _noise(audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str
     return (audio + noise).astype(np.float32), f"{kind}{snr:.0f}dB"
 
 
+def _colour(audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A microphone's and room's colouring: a low cut (60-250 Hz), one or two peaks or dips
+    (+-9 dB, 300-5000 Hz) and a high shelf (+-8 dB) or a low pass (3.5-7.5 kHz)."""
+    cut = float(rng.uniform(60, 250))
+    chain, parts = [f"highpass=f={cut:.0f}"], [f"hp{cut:.0f}"]
+    for _ in range(int(rng.integers(1, 3))):
+        f, g = float(np.exp(rng.uniform(np.log(300), np.log(5000)))), float(rng.uniform(-9, 9))
+        chain.append(f"equalizer=f={f:.0f}:t=o:w=1:g={g:.1f}")
+        parts.append(f"eq{f:.0f}{g:+.0f}")
+    if rng.random() < 0.5:
+        g = float(rng.uniform(-8, 8))
+        chain.append(f"treble=g={g:.1f}")
+        parts.append(f"treble{g:+.0f}")
+    else:
+        f = float(rng.uniform(3500, 7500))
+        chain.append(f"lowpass=f={f:.0f}")
+        parts.append(f"lp{f:.0f}")
+    y = _realign(audio, _filter(audio, ",".join(chain)))
+    return y * np.float32(np.abs(audio).max() / max(np.abs(y).max(), 1e-6)), "+".join(parts)
+
+
 def augment(audio: np.ndarray, phones: list[tuple[str, float, float]],
             rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, float, float]], str]:
     """A random chain of degradations. Tempo changes warp the phone times to match.
 
     audio : float32[N] 16 kHz -> (float32[M], phones, recipe such as "tempo1.12+pink18dB")
-    At least one of tempo/pitch, reverb, noise and codec happens; then a gain, which clips
-    when it pushes the peak past full scale.
+    At least one of tempo/pitch, reverb, noise, codec and microphone colouring happens;
+    then a gain, which clips when it pushes the peak past full scale.
     """
     steps = []
-    do = rng.random(4) < [0.4, 0.35, 0.6, 0.35]
+    do = rng.random(5) < [0.4, 0.35, 0.6, 0.35, 0.5]
     if not do.any():
-        do[rng.integers(4)] = True
+        do[rng.integers(5)] = True
+    if do[4]:   # the microphone and room, before the room's reverb and noise
+        audio, name = _colour(audio, rng)
+        steps.append(name)
     if do[0]:   # tempo, or pitch (tempo-preserving), or both as a speed change
         kind = rng.choice(["tempo", "pitch"])
         if kind == "tempo":
@@ -985,7 +1016,7 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--engines", default="espeak,flite,festival,piper",
                         help="comma-separated subset of espeak, flite, festival, piper")
     parser.add_argument("--shard-minutes", type=float, default=SHARD_MINUTES)
-    parser.add_argument("--augment", type=float, default=0.5,
+    parser.add_argument("--augment", type=float, default=1.0,
                         help="share of clean utterances that also get an augmented variant")
     parser.add_argument("--check", type=int, default=0, metavar="N",
                         help="only measure phone-timing accuracy on N utterances per engine")

@@ -80,3 +80,31 @@ def test_calibration_without_rounding_ignores_pucker():
     x[1, PUCKER] = 1.0
     y = calibrate_lips(x, cal)
     assert y[0, JAW] == y[1, JAW] > 0
+
+
+def test_with_calibration_shares_the_model_and_changes_only_the_map():
+    model = Audio2Expression(ModelDims())
+    s2e = SpeechToExpression(model, None)
+    audio = 0.1 * np.random.default_rng(1).standard_normal(16000).astype(np.float32)
+    before = s2e(audio)
+    other = s2e.with_calibration(CAL)
+    assert other.model is model and s2e.calibration is None and other.calibration == CAL
+    np.testing.assert_array_equal(other(audio), SpeechToExpression(model, CAL)(audio))
+    np.testing.assert_array_equal(s2e(audio), before)                 # the original is untouched
+    assert not np.array_equal(other(audio), before)
+
+
+def test_calibration_folds_round_trip_through_a_checkpoint(tmp_path):
+    from puppetry.expression.speech import load_calibration, load_calibration_folds
+    model = Audio2Expression(ModelDims())
+    path = tmp_path / "a2e.pt"
+    model.save(path)
+    assert load_calibration_folds(path) == [] and load_calibration(path) is None
+    folds = {"grid": {"tuned_on": ["grid_a", "grid_b"], "lip_calibration": vars(CAL)},
+             "obama": {"tuned_on": ["obama_x"],
+                       "lip_calibration": {**vars(CAL), "open_gain": 1.5}}}
+    model.save(path, lip_calibration=vars(CAL), lip_calibration_folds=folds)
+    loaded = load_calibration_folds(path)
+    assert [f.name for f in loaded] == ["grid", "obama"]
+    assert loaded[0].tuned_on == ("grid_a", "grid_b") and loaded[0].calibration == CAL
+    assert loaded[1].calibration.open_gain == 1.5

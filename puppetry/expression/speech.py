@@ -139,6 +139,24 @@ def load_calibration(path) -> LipCalibration | None:
     return LipCalibration(**cal) if cal else None
 
 
+@dataclass(frozen=True)
+class CalibrationFold:
+    """A lip calibration tuned on some real clips (``tuned_on``: their file stems), so
+    that it can be judged on the others (``pipelines/calibrate_lips.py``)."""
+
+    name: str
+    tuned_on: tuple[str, ...]
+    calibration: LipCalibration
+
+
+def load_calibration_folds(path) -> list[CalibrationFold]:
+    """The checkpoint's ``lip_calibration_folds`` (its meta): one calibration per set of
+    tuning clips, for held-out evaluation; [] if it has none."""
+    meta = torch.load(Path(path), map_location="cpu", weights_only=True).get("meta", {})
+    return [CalibrationFold(name, tuple(f["tuned_on"]), LipCalibration(**f["lip_calibration"]))
+            for name, f in meta.get("lip_calibration_folds", {}).items()]
+
+
 class SpeechToExpression:
     """Features + Audio2Expression + temporal filter, over audio of any length."""
 
@@ -148,6 +166,12 @@ class SpeechToExpression:
         self.calibration = calibration
         self.rate = model.dims.feature_rate      # feature frames per second
         self._features = None
+
+    def with_calibration(self, calibration: LipCalibration | None) -> "SpeechToExpression":
+        """The same model and feature extractor with another lip calibration."""
+        other = SpeechToExpression(self.model, calibration)
+        other._features = self._features
+        return other
 
     @property
     def features(self):
