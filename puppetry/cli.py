@@ -12,6 +12,7 @@ from .drive.motion import PRESETS
 from .runtime import one_blas_thread
 
 GC_THRESHOLD = 50_000   # allocations between collections of the youngest generation
+VERIFY_NOT_FOUND = 3    # exit status of 'puppetry verify' without the watermark (errors: 1)
 
 
 def _render(args) -> None:
@@ -78,6 +79,21 @@ def _serve(args) -> None:
                        max_sessions=args.max_sessions,
                        token=args.token or os.environ.get("PUPPETRY_TOKEN") or None,
                        allow_origins=tuple(args.allow_origin), idle_timeout_s=args.idle_timeout))
+
+
+def _verify(args) -> int:
+    import json
+    from .provenance import verify
+    report = verify(args.video)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        verdict = "FOUND" if report["watermark"] else "not found"
+        print(f"{args.video}: puppetry watermark {verdict} (z = {report['z']:.1f}, "
+              f"p = {report['p_value']:.2g}, {report['frames']} frames)")
+        tags = ", ".join(f"{k}={v}" for k, v in report["metadata"].items() if k != "comment")
+        print(f"AI-generated metadata: {tags or 'none (never written, or stripped)'}")
+    return 0 if report["watermark"] else VERIFY_NOT_FOUND
 
 
 def add_output(parser: argparse.ArgumentParser, what: str) -> None:
@@ -171,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idle-timeout", type=float, default=600.0,
                    help="seconds a session may send nothing before it ends (default 600; 0: never)")
     s.set_defaults(run=_serve)
+
+    v = sub.add_parser("verify", help="does a video carry puppetry's AI-generated watermark?")
+    v.add_argument("video", help="a video file (any format ffmpeg reads; re-encoded or resized is fine)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(run=_verify)
     return parser
 
 
@@ -182,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
-        args.run(args)
+        code = args.run(args)
     except (ValueError, OSError, RuntimeError, ImportError) as err:
         print(f"puppetry {args.command}: error: {err}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 def entry() -> None:
