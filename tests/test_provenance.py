@@ -143,3 +143,12 @@ def test_verify_cli(tmp_path, coffee, capsys):
     assert "not found" in capsys.readouterr().err
     (tmp_path / "text.mp4").write_text("not a video")
     assert main(["verify", str(tmp_path / "text.mp4")]) == 1
+
+
+def test_server_frames_carry_the_mark(coffee):
+    from ui.server import encode_frame
+    frames = [cv2.imdecode(np.frombuffer(encode_frame(f, 80), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+              for f in coffee]
+    assert detect(frames)[0]
+    assert not detect(cv2.imdecode(cv2.imencode(".jpg", f[:, :, ::-1])[1], cv2.IMREAD_COLOR)
+                      for f in coffee)[0]

@@ -43,7 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from puppetry import limits
+from puppetry import limits, provenance
 from puppetry.audio import SAMPLE_RATE, from_pcm16, to_pcm16
 from puppetry.expression.arkit import ARKIT_NAMES
 from puppetry.io import ImageError
@@ -127,8 +127,10 @@ def pack_frame(header: dict, jpeg: bytes) -> bytes:
 
 
 def encode_frame(rgb: np.ndarray, quality: int) -> bytes:
-    """The one place a streamed frame becomes bytes: uint8[H x W x 3] RGB -> JPEG."""
-    ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    """The one place a streamed frame becomes bytes: uint8[H x W x 3] RGB -> JPEG, with
+    the invisible AI-generated watermark (``puppetry.provenance``; the frame is not changed)."""
+    ok, jpeg = cv2.imencode(".jpg", provenance.embed(rgb)[:, :, ::-1],
+                            [cv2.IMWRITE_JPEG_QUALITY, quality])
     return jpeg.tobytes()
 
 
