@@ -70,10 +70,11 @@ def generated(work: Path, quick: bool) -> list[dict]:
             portrait = puppetry.load_portrait(src, size=size)
             for seed, motion in enumerate(MOTIONS):
                 clip = work / f"{name}_{size}_{motion}.mp4"
-                frames = puppetry.render(portrait, puppetry.preset(motion, duration=SECONDS, seed=seed))
+                frames = list(puppetry.render(portrait, puppetry.preset(motion, duration=SECONDS, seed=seed)))
+                psnr = np.mean([cv2.PSNR(f, provenance.embed(f)) for f in frames[::10]])
                 write_video(clip, frames)
                 shared = share(clip, work / f"{clip.stem}_shared.mp4")
-                rows.append(dict(kind="generated", group=name, clip=clip.stem,
+                rows.append(dict(kind="generated", group=name, clip=clip.stem, psnr=psnr,
                                  **provenance.verify(shared)))
                 print(f"  {clip.stem}: z {rows[-1]['z']:.1f}", file=sys.stderr, flush=True)
     return rows
@@ -122,16 +123,19 @@ def server_path(quick: bool) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| clips | n | marked found | z min | z median | z max |", "|---|---|---|---|---|---|"]
+    out = ["| clips | n | marked found | z min | z median | z max | PSNR of the mark, dB (min, median) |",
+           "|---|---|---|---|---|---|---|"]
     for kind in dict.fromkeys(r["kind"] for r in rows):
         sub = [r for r in rows if r["kind"] == kind]
         for group in [*dict.fromkeys(r["group"] for r in sub), "all"]:
             g = sub if group == "all" else [r for r in sub if r["group"] == group]
             z = np.array([r["z"] for r in g])
             found = sum(r["watermark"] for r in g)
+            p = [r["psnr"] for r in g if "psnr" in r]
+            psnr = f"{min(p):.1f}, {np.median(p):.1f}" if p else ""
             label = f"**{kind}, all**" if group == "all" else f"{kind}: {group}"
             out.append(f"| {label} | {len(g)} | {found} ({100 * found / len(g):.0f} %) | "
-                       f"{z.min():.1f} | {np.median(z):.1f} | {z.max():.1f} |")
+                       f"{z.min():.1f} | {np.median(z):.1f} | {z.max():.1f} | {psnr} |")
     return "\n".join(out)
 
 

@@ -58,7 +58,9 @@ def test_embed_is_invisible_and_leaves_its_input(coffee):
     before = frame.copy()
     marked = embed(frame)
     assert np.array_equal(frame, before) and marked.shape == frame.shape
-    assert cv2.PSNR(frame, marked) >= 40.0
+    assert cv2.PSNR(frame, marked) >= 38.0      # busy everywhere: the strongest mark
+    flat = np.full((120, 160, 3), 128, np.uint8)
+    assert cv2.PSNR(flat, embed(flat)) >= 48.0      # flat: the weakest
     d = marked.astype(int) - frame
     inside = (frame > 12).all(axis=2) & (frame < 243).all(axis=2)  # no saturation
     assert (d[inside, 0] == d[inside, 1]).all() and (d[inside, 1] == d[inside, 2]).all()
