@@ -2,7 +2,14 @@
 
     bash pipelines/setup_training.sh                                   # speech engines
     python pipelines/make_speech_corpus.py --out data/speech --minutes 40 --seed 0
-    python pipelines/train_audio2expression.py --data data/speech --out puppetry/assets/audio2expression.pt
+    python pipelines/train_audio2expression.py --out /tmp/a2e.pt      # the shipped recipe
+    python pipelines/calibrate_lips.py --model /tmp/a2e.pt --out puppetry/assets/audio2expression.pt
+
+The defaults are the shipped model's recipe (Whisper tiny.en features, 400 ms window,
+lip-aperture loss, 4000 steps on one thread; its corpus: the command in its meta's
+``recipe``, made before the corpus's flite pitches, colouring and ``--augment 1``); the
+streaming model's is
+``--features mel --normalize running --window-ms 400 --lookahead-ms 80 --filter-lookahead 1``.
 
 1. Corpus: every utterance of the shards (clean ones and their stored noisy, reverberant,
    pitch-, tempo- and codec-augmented variants) with its 100 Hz ARKit targets. With
@@ -21,7 +28,7 @@
 4. Loss: L1 on the speech expressions + L1 on their frame-to-frame change (so the
    temporal filter learns timing, not only level) + extra weight on lip closures
    (scaled by ``--closure-weight``; + with ``--aperture``, L1 on the lip aperture
-   jawOpen - mouthClose, up-weighted on closures likewise). The temporal
+   jawOpen - mouthClose, up-weighted on closures likewise; on by default). The temporal
    filter blends ``--filter-lookahead`` frames after each frame (centred by default).
 5. One training loop (AdamW, cosine schedule); validation on the held-out voices.
 6. Save: weights, ModelDims, the corpus recipe, this command, the commit and the
@@ -180,25 +187,27 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path("data/speech"))
     ap.add_argument("--out", type=Path, default=Path("puppetry/assets/audio2expression.pt"))
-    ap.add_argument("--features", default="mel")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--features", default="whisper",
+                    help="feature extractor (puppetry.features.load_features): whisper, mel, ...")
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--frames", type=int, default=40, help="video frames per crop")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--normalize", choices=("utterance", "running", "none"), default="utterance",
                     help="feature normalisation: CMVN over the utterance (offline only), causal "
                          "CMVN with a corpus prior (streamable), or none")
-    ap.add_argument("--aperture", action="store_true", help="add the lip-aperture loss term")
-    ap.add_argument("--window-ms", type=float, default=240.0, help="feature window per video frame")
+    ap.add_argument("--aperture", action=argparse.BooleanOptionalAction, default=True,
+                    help="the lip-aperture loss term (jawOpen - mouthClose)")
+    ap.add_argument("--window-ms", type=float, default=400.0, help="feature window per video frame")
     ap.add_argument("--lookahead-ms", type=float, default=None,
                     help="window after the frame's time (default: half the window, centred)")
     ap.add_argument("--filter-lookahead", type=int, default=None,
                     help="temporal-filter frames after each frame (default: half, centred)")
     ap.add_argument("--closure-weight", type=float, default=1.0,
                     help="scale of the extra loss weight on frames whose target is a lip "
-                         "closure (mouthClose / mouthPress; 1 = the original loss)")
+                         "closure (mouthClose / mouthPress; 1 = the shipped models' loss)")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)

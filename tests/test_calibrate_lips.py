@@ -14,7 +14,7 @@ def test_open_gain_maps_the_99th_percentile_to_one(pipeline):
     cal = pipeline("calibrate_lips")
     jaw = np.linspace(0, 0.542 / 0.99, 10001)            # 99th percentile 0.542
     gain, p99 = cal.open_gain(jaw, 0.15)
-    assert p99 == pytest.approx(0.542, abs=1e-3) and gain == 2.55   # the shipped model's
+    assert p99 == pytest.approx(0.542, abs=1e-3) and gain == 2.55   # the value before issue 10
     with pytest.raises(ValueError):
         cal.open_gain(np.full(10, 0.1), 0.15)            # an untrained model
 

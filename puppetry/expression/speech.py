@@ -76,15 +76,18 @@ class LipCalibration:
     (weaker press and roll, the jaw left half open), so p, b, m, f and v would show parted
     lips.
 
-    The shipped model's values (its meta ``lip_calibration_notes``): dead_zone 0.15, the
-    corpus's jaw at t/d/n, iy, uw; open_gain 2.55, so that the model's 99th-percentile
-    jawOpen on the held-out synthetic voices (0.542) maps to 1; press_full 0.35 and
-    roll_full 0.5, the corpus's m press and v roll targets. The rounding pull
-    (pucker_from 0.35, pucker_full 0.75: the corpus's uh and uw pucker targets) closes the
-    lips on a w, where the model hears the rounding of real speech but leaves the jaw half
-    open; ``pipelines/calibrate_lips.py`` computes all of these for a checkpoint. The
-    defaults are the identity (checkpoints without a calibration). The streaming model
-    carries its own open_gain (2.68, from its own 99th percentile).
+    The shipped models' values and where each comes from are in their meta
+    (``lip_calibration_notes``; ``pipelines/calibrate_lips.py`` computes them): dead_zone
+    0.15, the corpus's jaw at t/d/n, iy, uw; press_full 0.35 and roll_full 0.5, the
+    corpus's m press and v roll targets; the rounding pull (pucker_from 0.35, pucker_full
+    0.75: the corpus's uh and uw pucker targets) closes the lips on a w, where the model
+    hears the rounding of real speech but leaves the jaw half open. open_gain is the one
+    value real speech sets: tuned per fold of real clips (``lip_calibration_folds``: one
+    calibration tuned on the GRID clips, one on the Obama clip) so that the rendered
+    mouth's 5th-95th percentile range matches the real speaker's; the one used is the
+    geometric mean of the folds' gains, and ``pipelines/evaluate_lipsync.py`` judges each
+    clip with the fold that never saw it. The defaults are the identity (checkpoints
+    without a calibration).
     """
 
     dead_zone: float = 0.0       # jawOpen at which the lips start to part (below: in contact)
