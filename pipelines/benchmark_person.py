@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -101,7 +102,10 @@ def main() -> None:
     ap.add_argument("--video", default=VIDEO)
     ap.add_argument("--learn-s", type=float, default=15.0, help="seconds learned from (the rest is judged)")
     ap.add_argument("--minutes", type=float, default=25.0, help="learn's time budget, minutes")
-    ap.add_argument("--puppet", help="judge this .puppet (learned on the first --learn-s seconds) instead of learning")
+    ap.add_argument("--puppet", help="judge this .puppet (learned on the first --learn-s seconds) "
+                    "instead of learning; with --more: where the one learned now is written")
+    ap.add_argument("--more", help="learn on from this .puppet (same video and part) instead of from scratch")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate of the training (with --more: 5e-4)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--sheet", default="docs/contact_person.png")
     ap.add_argument("--crops", default="/tmp/person_mouths.png")
@@ -110,10 +114,14 @@ def main() -> None:
 
     # 1. learn on the first part (or take a learned person)
     learn_min = float("nan")
-    if args.puppet is None:
-        args.puppet = str(scratch / "person.puppet")
-        meta = learn(args.video, args.puppet, LearnConfig(minutes=args.minutes, until_s=args.learn_s),
-                     device=args.device, progress=progress_bar())
+    if args.puppet is None or args.more:
+        args.puppet = args.puppet or str(scratch / "person.puppet")
+        config = LearnConfig(minutes=args.minutes, until_s=args.learn_s, start=args.more)
+        if args.more or args.lr:
+            config = replace(config, train=replace(config.train, lr=args.lr or 5e-4))
+        meta = learn(args.video, args.puppet, config, device=args.device, progress=progress_bar())
+        print(f"learned in {meta['seconds'] / 60:.1f} min ({meta['training']['before_s'] / 60:.1f} min "
+              f"of training before); kept in {args.puppet}")
         learn_min = meta["seconds"] / 60
     person = load_person(args.puppet)
     if np.isnan(learn_min):
@@ -158,7 +166,8 @@ def main() -> None:
     # 5. the table
     print(f"\nperson benchmark: learned on {args.learn_s:.0f} s of {Path(args.video).name} "
           f"({person.meta['frames_used']} frames, {person.meta['training']['steps']} steps, "
-          f"{learn_min:.1f} min to learn on {person.meta['training']['device']}); judged on the "
+          f"{learn_min:.1f} min to learn on {person.meta['training']['device']}, after "
+          f"{person.meta['training'].get('before_s', 0) / 60:.1f} min of training before); judged on the "
           f"{len(keep)} unseen frames")
     print(f"| renderer | mouth PSNR (dB) | mouth SSIM | rest PSNR (dB) | lip-opening r (lag) | frames/s |")
     print(f"|---|---|---|---|---|---|")

@@ -50,7 +50,10 @@ def _fit_style(args) -> None:
 def _learn(args) -> None:
     from .person import LearnConfig, learn
     from .person.train import progress_bar
-    meta = learn(args.video, args.output, replace(LearnConfig(), minutes=args.minutes),
+    config = replace(LearnConfig(), minutes=args.minutes, start=args.start)
+    if args.start:       # training goes on: a lower learning rate than from scratch
+        config = replace(config, train=replace(config.train, lr=5e-4))
+    meta = learn(args.video, args.output, config,
                  device=args.device, progress=progress_bar(), force=args.force)
     dropped = meta["frames_dropped"]
     print(f"wrote {args.output}: learned from {meta['frames_used']} frames ({dropped['lost']} "
@@ -153,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="time budget of the whole job, minutes (default 25; more trains longer)")
     le.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where to train (default auto: a CUDA GPU if there is one)")
+    le.add_argument("--start", help="a .puppet learned from this video: train it on (more minutes, "
+                    "sharper mouths) instead of from scratch")
     le.set_defaults(run=_learn)
 
     du = sub.add_parser("dub", help="new speech over a learned person's footage")

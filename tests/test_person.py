@@ -129,6 +129,15 @@ def test_learn_writes_a_self_describing_file(talking):
     assert changed.any() and not changed[:100].any()               # the top of the head is kept
 
 
+def test_learning_goes_on_from_a_person(talking, tmp_path):
+    video, puppet, _ = talking
+    more = tmp_path / "more.puppet"
+    meta = learn(video, more, replace(TINY, start=str(puppet)), device="cpu")
+    assert meta["training"]["before_s"] > 0 and meta["training"]["started_from"] == str(puppet)
+    a, b = load_person(puppet).net.state_dict(), load_person(more).net.state_dict()
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+
+
 def test_dub_follows_the_speech_length_with_its_audio(talking, tmp_path):
     video, puppet, _ = talking
     wav = tmp_path / "new.wav"

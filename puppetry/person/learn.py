@@ -23,11 +23,14 @@ class LearnConfig:
     minutes : the whole job's time budget (tracking, style, training), minutes; training
               gets what tracking and the style fit leave of it
     until_s : learn from the video's first ``until_s`` seconds only (None: all of it)
+    start   : a ``.puppet`` learned from the same video whose renderer training goes on
+              from (its network and crop settings are kept; ``train.lr`` applies)
     """
 
     minutes: float = 25.0
     until_s: float | None = None
     style: bool = True
+    start: str | None = None
     crop: C.CropConfig = field(default_factory=C.CropConfig)
     dims: NetDims = field(default_factory=NetDims)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -112,6 +115,14 @@ def learn(video, out, config: LearnConfig = LearnConfig(), device: str = "auto",
     # 5. train for what is left of the budget
     torch.manual_seed(config.train.seed)
     net = MouthNet(config.dims)
+    trained_s = 0.0
+    if config.start is not None:
+        from .puppet import load_person
+        before = load_person(config.start)
+        if before.crop != config.crop:
+            raise ValueError(f"{config.start} was learned with another crop: learn from scratch")
+        net = before.net
+        trained_s = before.meta["training"]["seconds"] + before.meta["training"].get("before_s", 0.0)
     left = max(config.minutes * 60 - t_prep, 60.0)
     summary = train_renderer(net, crops, geometry, config.crop,
                              replace(config.train, minutes=left / 60), device=device,
@@ -130,7 +141,8 @@ def learn(video, out, config: LearnConfig = LearnConfig(), device: str = "auto",
                        "fps": footage.fps, "size": list(footage.size)},
             "frames_used": int(len(frames)),
             "frames_dropped": {"lost": footage.lost, "blurred": footage.blurred},
-            "training": {**summary, "prepare_s": t_prep, "params": net.n_params},
+            "training": {**summary, "prepare_s": t_prep, "params": net.n_params,
+                         "before_s": trained_s, "started_from": config.start},
             "seconds": time.perf_counter() - t0}
     person = Person(net, config.crop, footage.identity, style, footage.arrays(), reference, ref, meta)
     person.save(out)
