@@ -48,7 +48,7 @@ def test_still_keeps_the_head_still_and_the_mouth_moving():
     still = speech_to_motion(audio, AnimateJob(still=True))
     assert still.rotation.std() == 0 and moving.rotation[:, 0].std() > 0.5
     jaw = still.expression[:, INDEX["jawOpen"]]
-    assert jaw.max() - jaw.min() > 0.1                                   # speech still drives it
+    assert jaw.max() - jaw.min() > 0.05                                  # speech still drives it
 
 
 def test_audio_track_of_a_video(tmp_path):

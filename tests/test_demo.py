@@ -38,7 +38,7 @@ def test_generate_gives_video_curves_and_plot(portrait, speech):
     assert curves["fps"] == 25 and len(curves["frames"]) == 30 and "jawOpen" in curves["names"]
     assert set(frame["curve"]) == set(demo.PLOTTED) and len(frame) == 30 * len(demo.PLOTTED)
     assert frame["time (s)"].max() == pytest.approx(29 / 25)
-    assert frame.loc[frame["curve"] == "jawOpen", "weight"].max() > 0.1     # the mouth moves
+    assert frame.loc[frame["curve"] == "jawOpen", "weight"].max() > 0.05    # the mouth moves
 
 
 def test_generate_from_text(portrait):
