@@ -13,18 +13,24 @@ libswresample. Video files give their first audio stream.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 
+from . import limits
 from .drive.frames import FPS  # video frame rate, frames/s
 
 SAMPLE_RATE = 16000  # Hz, the rate every feature extractor expects
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640 samples per video frame at 25 fps
 CHUNK_S = 30.0  # s, default length of the chunks that iter_audio yields
-MIN_DECODED = 0.5  # fraction of the header's duration that must decode, else "corrupt"
+SHORT_SLACK_S = 0.25  # s a stream may decode short of the duration its header states ...
+SHORT_FRACTION = 0.02  # ... or this fraction of it, whichever is more; else "truncated"
+MIN_DECODED = 0.5  # fraction that must decode where the header's duration is an estimate
+#   (an mp3 without a Xing/Info/VBRI frame: FFmpeg guesses from the first bit rate)
+OGG_TAIL = 65_536  # bytes read from the end of an Ogg file: more than one page (<= 65 307)
 PCM16_SCALE = 32768.0  # int16 full scale: float 1.0 <-> 32767, -1.0 <-> -32768
 DOWNMIX = {"rematrix_maxval": "1.0"}  # libswresample: downmix weights sum to <= 1, so stereo
 #   becomes (L + R) / 2 and 5.1 never clips (FFmpeg's own matrix sums to 3.4 for 5.1)
@@ -64,23 +70,135 @@ def _open(path: PathLike) -> tuple[av.container.InputContainer, av.audio.stream.
     return container, container.streams.audio[0]
 
 
-def iter_audio(path: PathLike, chunk_s: float = CHUNK_S) -> Iterator[np.ndarray]:
+def _stated_duration(path: Path, container, stream) -> tuple[float | None, bool]:
+    """The duration the file's header states, s (None if none), and whether it is exact
+    (else an estimate, checked with ``MIN_DECODED`` only)."""
+    fmt = container.format.name
+    if fmt == "wav":  # FFmpeg reports what the file holds; the header says what it should
+        stated = _wav_data_seconds(path)
+        if stated is not None:
+            return stated, True
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+        return seconds, not (fmt == "mp3" and not _mp3_length_header(path))
+    if container.duration is not None:  # Matroska/WebM: the segment's duration
+        seconds = container.duration / av.time_base
+        if not container.streams.video:
+            return seconds, True
+        # with video, the audio may rightly end early; the whole file may not
+        return seconds, _demuxed_end(path) < seconds - _slack(seconds)
+    return None, False
+
+
+def _slack(seconds: float) -> float:
+    """How much shorter than ``seconds`` a whole stream may decode (else "truncated")."""
+    return max(SHORT_SLACK_S, SHORT_FRACTION * seconds)
+
+
+def _demuxed_end(path: Path) -> float:
+    """The end time of the last packet of any stream, s (packets read, not decoded)."""
+    end = 0.0
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            for packet in container.demux():
+                if packet.pts is not None and packet.time_base is not None:
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    except av.error.FFmpegError:
+        pass  # decoding reports it
+    return end
+
+
+def _wav_data_seconds(path: Path) -> float | None:
+    """Seconds a RIFF/WAVE header's ``data`` chunk states (its size / the byte rate), or
+    None (not RIFF, or a size of 0 / 0xFFFFFFFF that streaming writers leave)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        byte_rate = None
+        for _ in range(64):  # chunks before "data": fmt, LIST, fact, ...
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(size + size % 2)
+                byte_rate = struct.unpack("<I", fmt[8:12])[0] if len(fmt) >= 12 else None
+            elif cid == b"data":
+                if not byte_rate or size in (0, 0xFFFFFFFF):
+                    return None
+                return size / byte_rate
+            else:
+                f.seek(size + size % 2, os.SEEK_CUR)
+    return None
+
+
+def _mp3_length_header(path: Path) -> bool:
+    """Whether an mp3 states its exact length (a Xing/Info or VBRI frame after any ID3v2)."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+        skip = 0
+        if head[:3] == b"ID3" and len(head) == 10:  # syncsafe size, 7 bits a byte
+            skip = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+        f.seek(skip)
+        first = f.read(4096)
+    return any(tag in first for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _ogg_cut(path: Path) -> str | None:
+    """Why an Ogg file is cut short, or None: a whole stream ends with a complete page
+    flagged end-of-stream; a truncated file ends inside a page, or on one without it."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - OGG_TAIL))
+        base, tail = max(0, size - OGG_TAIL), f.read()
+    pos = tail.rfind(b"OggS")
+    while pos >= 0:
+        head = tail[pos:pos + 27]
+        if len(head) == 27 and head[4] == 0 and len(tail) >= pos + 27 + head[26]:
+            end = base + pos + 27 + head[26] + sum(tail[pos + 27:pos + 27 + head[26]])
+            if end > size:
+                return f"its last page is cut off after {size - base - pos} bytes"
+            if not head[5] & 0x04:
+                return "it ends without the end-of-stream page"
+            return None
+        pos = tail.rfind(b"OggS", 0, pos)
+    return "no complete Ogg page was found at its end"
+
+
+def iter_audio(path: PathLike, chunk_s: float = CHUNK_S, *,
+               service: bool = False) -> Iterator[np.ndarray]:
     """Decode ``path`` to mono 16 kHz, yielding ``float32[n]`` chunks of ``chunk_s`` seconds.
 
     Every chunk but the last holds exactly ``round(chunk_s * SAMPLE_RATE)`` samples, in
-    -1..1 (resampling can overshoot a full-scale click a little). Only one chunk (plus one decoded packet) is in memory at a time. The file is
-    opened and checked before this returns, so a missing or unreadable file raises
-    :class:`AudioError` here, not at the first ``next()``. A stream that breaks while
-    decoding, holds no samples, or decodes to less than ``MIN_DECODED`` of the duration
-    its header states (garbage after a valid header) raises it during iteration.
+    -1..1 (resampling can overshoot a full-scale click a little). Only one chunk (plus
+    one decoded packet) is in memory at a time. The file is opened and checked before
+    this returns, so a missing, unreadable or cut-off (Ogg) file, or one whose header
+    states more than ``limits.MAX_SPEECH_S`` seconds (``SERVICE_MAX_SPEECH_S`` with
+    ``service``, for a request to the demo or server), raises
+    :class:`AudioError` / :class:`~puppetry.limits.LimitError` here, not at the first
+    ``next()``. During iteration: a stream that breaks while decoding, holds no samples,
+    NaN or infinite samples, runs past that limit, or decodes short of the duration its
+    header states (truncated: by more than ``SHORT_SLACK_S`` or ``SHORT_FRACTION``;
+    ``MIN_DECODED`` where that duration is an estimate) raises it.
     """
     if not chunk_s > 0:
         raise AudioError(f"chunk_s={chunk_s}: use a chunk length above 0 seconds")
     chunk = max(1, round(chunk_s * SAMPLE_RATE))  # samples per chunk
     container, stream = _open(path)
     name = Path(path).name
-    header_s = float(stream.duration * stream.time_base) \
-        if stream.duration is not None and stream.time_base is not None else None
+    try:
+        header_s, exact = _stated_duration(Path(path), container, stream)
+        cut = _ogg_cut(Path(path)) if container.format.name == "ogg" else None
+        if cut:
+            raise AudioError(f"{name} is not a readable audio file: it is truncated or "
+                             f"corrupt ({cut}); export or copy it again")
+        if header_s is not None:
+            limits.check_speech(header_s, f"{name} (as its header states)", service=service)
+    except BaseException:
+        container.close()
+        raise
+    max_samples = (limits.SERVICE_MAX_SPEECH_S if service else limits.MAX_SPEECH_S) * SAMPLE_RATE
 
     def chunks() -> Iterator[np.ndarray]:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE,
@@ -98,8 +216,11 @@ def iter_audio(path: PathLike, chunk_s: float = CHUNK_S) -> Iterator[np.ndarray]
             for frame in container.decode(stream):
                 frame.pts = None  # samples are concatenated; timestamp gaps are ignored
                 take(resampler.resample(frame))
+                if n_done + n_pending > max_samples:
+                    _over_limit((n_done + n_pending) / SAMPLE_RATE)
                 while n_pending >= chunk:
                     buf = np.concatenate(pending)
+                    _check_finite(buf[:chunk], n_done)
                     yield buf[:chunk]
                     pending[:] = [buf[chunk:]]
                     n_pending -= chunk
@@ -115,25 +236,40 @@ def iter_audio(path: PathLike, chunk_s: float = CHUNK_S) -> Iterator[np.ndarray]
         if n_done + n_pending == 0:
             raise AudioError(f"{name} contains no audio samples (zero length): "
                              f"record or export the audio again")
+        if n_done + n_pending > max_samples:
+            _over_limit((n_done + n_pending) / SAMPLE_RATE)
         decoded_s = (n_done + n_pending) / SAMPLE_RATE
-        if header_s is not None and decoded_s < MIN_DECODED * header_s:
-            raise AudioError(f"{name} is not a readable audio file (only {decoded_s:.2f} s of "
-                             f"the {header_s:.2f} s its header states could be decoded: it is "
-                             f"truncated or corrupt): export it again; supported are "
-                             f"{SUPPORTED}")
+        if header_s is not None:
+            short = header_s - _slack(header_s) if exact else MIN_DECODED * header_s
+            if decoded_s < short:
+                raise AudioError(f"{name} is not a readable audio file: it is truncated or "
+                                 f"corrupt (only {decoded_s:.2f} s of the {header_s:.2f} s its "
+                                 f"header states could be decoded); export or copy it again")
         if n_pending:
-            yield np.concatenate(pending).astype(np.float32, copy=False)
+            last = np.concatenate(pending).astype(np.float32, copy=False)
+            _check_finite(last, n_done)
+            yield last
+
+    def _check_finite(buf: np.ndarray, start: int) -> None:
+        if not np.isfinite(buf).all():
+            at = (start + int(np.argmin(np.isfinite(buf)))) / SAMPLE_RATE
+            raise AudioError(f"{name} is corrupt: NaN or infinite samples from {at:.2f} s: "
+                             f"export it again as 16-bit PCM or a compressed format")
+
+    def _over_limit(seconds: float) -> None:
+        limits.check_speech(seconds, f"{name} (decoded so far)", service=service)
 
     return chunks()
 
 
-def load_audio(path: PathLike) -> np.ndarray:
+def load_audio(path: PathLike, *, service: bool = False) -> np.ndarray:
     """Decode a whole file as ``float32[N]``, mono, ``SAMPLE_RATE`` Hz, -1..1.
 
     Holds the whole signal (64 kB per second, 230 MB per hour): for very long inputs
-    iterate over :func:`iter_audio` instead.
+    iterate over :func:`iter_audio` instead. Files over the speech limit (``service``: a
+    shared service's), truncated or corrupt are refused (:func:`iter_audio`).
     """
-    return np.concatenate(list(iter_audio(path))).astype(np.float32, copy=False)
+    return np.concatenate(list(iter_audio(path, service=service))).astype(np.float32, copy=False)
 
 
 def audio_duration(path: PathLike) -> float:

@@ -31,7 +31,6 @@ MAX_FPS = 120.0                # frames/s of any video or motion; must be > 0
 MAX_FRAMES = 200_000           # frames in one video (2 h at 25 frames/s is 180 000)
 MAX_KEYFRAMES = 100_000        # keyframes in one motion file (an hour at 25 frames/s, one per frame)
 MAX_MOTION_BYTES = 64 * MB     # bytes of a motion JSON file (read before parsing)
-MAX_JSON_DEPTH = 16            # nesting of arrays/objects in a motion file (the format needs 4)
 MAX_TEXT_CHARS = 10_000        # characters of text to speak (~11 min of speech at ~15 characters/s)
 MAX_IMAGE_PIXELS = 64_000_000  # px of a photo (width x height): 8000 x 8000, a 64 MP camera
 MIN_SIZE_PX, MAX_SIZE_PX = 64, 2048  # output frame side (crop) or long side (full), pixels

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import limits
 from .drive.frames import Motion
 from .drive.motion import resolve_motion
 from .io import check_output, check_video_path, write_video
@@ -57,6 +58,7 @@ def render_video(portrait_path, motion_spec, out_path, job: RenderJob = RenderJo
     inputs = [p for p in (portrait_path, motion_spec) if Path(str(p)).is_file()]
     check_output(out_path, inputs, force=force)
     check_video_path(out_path)
+    limits.check_size(job.size)
     motion = resolve_motion(motion_spec, duration=job.duration, fps=job.fps, seed=job.seed)
     # 2. the portrait: read, track, segment, fit
     portrait = load_portrait(portrait_path, size=job.size, frame=job.frame)
@@ -156,6 +158,10 @@ def animate_video(portrait_path, audio_path, out_path, job: AnimateJob = Animate
     check_video_path(out_path)
     if expressions_out:
         check_output(expressions_out, inputs + [out_path], force=force)
+    limits.check_size(job.size)
+    limits.check_fps(job.fps, "--fps")
+    if text is not None:
+        limits.check_text(text)
     # 2. the speech: decoded to 16 kHz mono, or synthesised from text
     if text is not None:
         from .tts import synthesize

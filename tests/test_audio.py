@@ -153,6 +153,62 @@ def test_corrupt(tmp_path):
             load_audio(tmp_path / name)
 
 
+@pytest.mark.parametrize("name, codec, keep", [
+    ("cut.ogg", "libvorbis", 0.7),      # accepted as 70 % of the clip before
+    ("cut.opus", "libopus", 0.9),
+    ("cut.webm", "libopus", 0.6),
+    ("cut.mka", "libvorbis", 0.8),
+    ("cut.mp3", "libmp3lame", 0.7),     # refused only below half before
+    ("cut.wav", "pcm_s16le", 0.6),      # its header says how long it should be
+    ("cut.m4a", "aac", 0.9),
+])
+def test_truncated_files_are_refused_in_every_format(tmp_path, name, codec, keep):
+    wav = tmp_path / "source.wav"
+    sf.write(wav, _tone(48000, seconds=6.0), 48000)
+    whole = tmp_path / f"whole{name[3:]}"
+    _ffmpeg("-i", wav, "-c:a", codec, whole)
+    assert abs(len(load_audio(whole)) / SAMPLE_RATE - 6.0) < 0.1      # the whole file is fine
+    data = whole.read_bytes()
+    (tmp_path / name).write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(AudioError, match=f"{name} is not a readable audio file"):
+        load_audio(tmp_path / name)
+
+
+def test_truncated_video_track_is_refused_but_short_audio_in_a_video_is_fine(tmp_path):
+    clip = tmp_path / "clip.mkv"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=6", "-f", "lavfi",
+            "-i", f"sine=frequency={TONE_HZ}:sample_rate=48000:duration=3", "-c:v", "libx264",
+            "-c:a", "libvorbis", clip)                           # 3 s of sound in a 6 s video
+    assert abs(len(load_audio(clip)) / SAMPLE_RATE - 3.0) < 0.1
+    data = clip.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[:len(data) // 3])
+    with pytest.raises(AudioError, match="cut.mkv is not a readable audio file: it is truncated"):
+        load_audio(tmp_path / "cut.mkv")
+
+
+def test_nan_samples_are_refused(tmp_path):
+    x = _tone(16000)
+    x[20000:20010] = np.nan
+    sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan.wav is corrupt: NaN or infinite samples from 1\.2"):
+        load_audio(tmp_path / "nan.wav")
+
+
+def test_speech_over_the_limit_is_refused(tmp_path, monkeypatch):
+    from puppetry import audio, limits
+    sf.write(tmp_path / "long.wav", _tone(16000, seconds=3.0), 16000)
+    monkeypatch.setattr(limits, "MAX_SPEECH_S", 2.0)
+    with pytest.raises(limits.LimitError, match="long.wav .*over the limit of 2 s.*MAX_SPEECH_S"):
+        iter_audio(tmp_path / "long.wav")                         # from the header, at once
+    monkeypatch.setattr(audio, "_stated_duration", lambda *a: (None, False))  # no header
+    with pytest.raises(limits.LimitError, match="long.wav \\(decoded so far\\).*MAX_SPEECH_S"):
+        load_audio(tmp_path / "long.wav")
+    monkeypatch.setattr(limits, "MAX_SPEECH_S", 3600.0)
+    with pytest.raises(limits.LimitError, match="SERVICE_MAX_SPEECH_S"):
+        sf.write(tmp_path / "long.wav", np.zeros(16000 * 301, np.int16), 16000)
+        load_audio(tmp_path / "long.wav", service=True)
+
+
 def test_video_without_audio(tmp_path):
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=1", "-c:v", "libx264",
             tmp_path / "clip.mp4")

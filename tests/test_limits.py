@@ -49,3 +49,76 @@ def test_within_the_limits_passes():
     assert issubclass(LimitError, ValueError)          # cli.main reports ValueErrors
     assert limits.SERVICE_MAX_SPEECH_S < limits.MAX_SPEECH_S
     assert limits.SERVICE_MAX_IMAGE_PIXELS < limits.MAX_IMAGE_PIXELS
+
+
+# ---- the cases of issue 13: each allocated gigabytes or hung before -----------------------
+
+def test_a_keyframe_at_ten_million_seconds_is_refused_before_allocating():
+    from puppetry.drive.motion import parse_motion
+    with pytest.raises(LimitError, match=r"far.json: frames\[1\].*MAX_VIDEO_S"):
+        parse_motion('{"fps": 25, "frames": [{"t": 0}, {"t": 1e7}]}', source="far.json")
+    with pytest.raises(LimitError, match="MAX_FRAMES"):         # short, but too many frames
+        parse_motion('{"fps": 120, "frames": [{"t": 0}, {"t": 7000}]}', source="fast.json")
+
+
+def test_too_many_keyframes_are_refused():
+    from puppetry.drive.motion import parse_motion
+    keys = ",".join(f'{{"t": {i / 100}}}' for i in range(limits.MAX_KEYFRAMES + 1))
+    with pytest.raises(LimitError, match=f"many.json has {limits.MAX_KEYFRAMES + 1} keyframes"):
+        parse_motion(f'{{"fps": 25, "frames": [{keys}]}}', source="many.json")
+
+
+def test_motion_files_too_big_or_too_deep_get_clear_errors(tmp_path, monkeypatch):
+    from puppetry.drive.motion import MotionError, load_motion, parse_motion
+    with pytest.raises(MotionError, match="deep.json: arrays or objects nested too deeply"):
+        parse_motion("[" * 100_000 + "]" * 100_000, source="deep.json")     # RecursionError before
+    (tmp_path / "latin1.json").write_bytes(b'{"fps": 25, "frames": [{"t": 0, "yaw": "\xe9"}]}')
+    with pytest.raises(MotionError, match="latin1.json: not UTF-8"):
+        load_motion(tmp_path / "latin1.json")                   # UnicodeDecodeError before
+    monkeypatch.setattr(limits, "MAX_MOTION_BYTES", 1000)
+    (tmp_path / "big.json").write_text('{"fps": 25, "frames": [' + " " * 2000 + '{"t": 0}]}')
+    with pytest.raises(LimitError, match="big.json is 2.*MAX_MOTION_BYTES"):
+        load_motion(tmp_path / "big.json")
+
+
+@pytest.mark.parametrize("duration", [1e7, math.inf])
+def test_a_preset_longer_than_the_limit_is_refused(duration):
+    from puppetry.drive.motion import preset
+    with pytest.raises(LimitError, match="preset 'nod'.*MAX_VIDEO_S"):
+        preset("nod", duration=duration)
+
+
+def test_long_text_is_refused_before_synthesis():
+    from puppetry.tts import synthesize
+    with pytest.raises(LimitError, match="--text has 100000 characters.*MAX_TEXT_CHARS"):
+        synthesize("word " * 20_000)                             # hung for minutes before
+
+
+def test_only_installed_voices_are_offered(monkeypatch):
+    import importlib.util
+
+    from puppetry import tts
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "piper" else real(name, *a))
+    voices = tts.installed_voices()
+    assert "joe" not in voices and "espeak" in voices and set(voices) <= set(tts.VOICES)
+
+
+@pytest.mark.parametrize("command, words", [
+    (["render", "astronaut", "--motion", "FAR"], "MAX_VIDEO_S"),
+    (["render", "astronaut", "--motion", "nod", "--duration", "1e7"], "MAX_VIDEO_S"),
+    (["render", "astronaut", "--motion", "nod", "--fps", "1e6"], "fps must be in"),
+    (["render", "astronaut", "--motion", "nod", "--size", "100000"], "MAX_SIZE_PX"),
+    (["animate", "astronaut", "--text", "word " * 20_000], "MAX_TEXT_CHARS"),
+    (["animate", "astronaut", "--text", "Hi", "--fps", "1e6"], "MAX_FPS"),
+    (["animate", "astronaut", "--text", "Hi", "--size", "0"], "MAX_SIZE_PX"),
+])
+def test_the_cli_refuses_over_limit_work_before_starting_it(tmp_path, capsys, command, words):
+    from puppetry.cli import main
+    far = tmp_path / "far.json"
+    far.write_text('{"fps": 25, "frames": [{"t": 0}, {"t": 1e7}]}')
+    command = [str(far) if c == "FAR" else c for c in command]
+    assert main([*command, "-o", str(tmp_path / "out.mp4")]) == 1
+    assert words in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["far.json"]

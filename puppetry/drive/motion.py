@@ -20,6 +20,9 @@ A motion file is JSON with keyframes in seconds::
   keyframes this is smoothstep.
 - Values outside ``POSE_LIMITS`` / ``EXPRESSION_RANGE`` are clipped with one warning per
   field; anything else that is wrong raises :class:`MotionError` naming the file and the fix.
+- A file over ``limits.MAX_MOTION_BYTES``, with more than ``limits.MAX_KEYFRAMES``
+  keyframes, lasting over ``limits.MAX_VIDEO_S`` or making over ``limits.MAX_FRAMES``
+  frames raises :class:`~puppetry.limits.LimitError` before any big allocation.
 
 Presets (``PRESETS``) are built the same way, or from the generators in ``idle.py``.
 """
@@ -31,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import limits
 from ..expression.arkit import ARKIT_NAMES, INDEX, N_EXPRESSIONS, check_name
 from . import idle
 from .frames import FPS, Motion
 
-MAX_FPS = 120.0  # frames/s; a motion file's fps must lie in (0, MAX_FPS]
+MAX_FPS = limits.MAX_FPS  # frames/s; a motion file's fps must lie in (0, MAX_FPS]
 
 # Valid ranges, shared with the renderer and the UI. Out-of-range file values are clipped.
 POSE_LIMITS: dict[str, tuple[float, float]] = {
@@ -80,17 +84,33 @@ class MotionError(ValueError):
 
 def load_motion(path) -> Motion:
     """Read a motion JSON file (format in the module docstring)."""
-    return parse_motion(Path(path).read_text(encoding="utf-8"), source=str(path))
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        limits.check_bytes(size, str(path), limit=limits.MAX_MOTION_BYTES,
+                           name="MAX_MOTION_BYTES", fix="key fewer frames")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MotionError(f"{path}: not UTF-8 text (byte {e.start}): save the motion file "
+                          "as UTF-8 JSON") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise MotionError(f"{path}: not found or not a file: check the path") from None
+    return parse_motion(text, source=str(path))
 
 
 def parse_motion(text: str, *, source: str = "MOTION.json") -> Motion:
     """Motion JSON text -> :class:`Motion`; ``source`` names the input in errors and warnings."""
-    # 1. JSON and the top level.
+    # 1. JSON and the top level, within the limits.
+    limits.check_bytes(len(text), source, limit=limits.MAX_MOTION_BYTES,
+                       name="MAX_MOTION_BYTES", fix="key fewer frames")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise MotionError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: "
                           f"{e.msg}") from None
+    except RecursionError:
+        raise MotionError(f"{source}: arrays or objects nested too deeply: a motion file "
+                          f'is {{"fps": 25, "frames": [{{"t": 0.0, "yaw": 10}}, ...]}}') from None
     if not isinstance(data, dict):
         raise MotionError(f'{source}: expected an object {{"fps": 25, "frames": [...]}}, '
                           f"got {type(data).__name__}")
@@ -102,6 +122,7 @@ def parse_motion(text: str, *, source: str = "MOTION.json") -> Motion:
     if not isinstance(frames, list) or not frames:
         raise MotionError(f"{source}: 'frames' must be a non-empty list of keyframes "
                           f'like {{"t": 0.0, "yaw": 10}}')
+    limits.check_keyframes(len(frames), source)
 
     # 2. Keyframe times: numbers >= 0, all different; sorted.
     keyed = []
@@ -116,6 +137,7 @@ def parse_motion(text: str, *, source: str = "MOTION.json") -> Motion:
         t = _number(frame["t"], f"{where}: 't'")
         if t < 0:
             raise MotionError(f"{where}: 't' must be >= 0 seconds, got {t:g}")
+        limits.check_video(t, fps, f"{where}: 't' = {t:g} s: the motion")
         keyed.append((t, i, frame))
     keyed.sort(key=lambda k: k[0])
     for (t0, i0, _), (t1, i1, _) in zip(keyed, keyed[1:]):
@@ -258,6 +280,7 @@ def preset(name: str, *, duration: float = 4.0, fps: float = FPS, seed: int = 0)
         raise MotionError(f"preset {name!r}: duration must be > 0 seconds, got {duration}")
     if not 0 < fps <= MAX_FPS:
         raise MotionError(f"preset {name!r}: fps must be in (0, {MAX_FPS:g}], got {fps}")
+    limits.check_video(duration, fps, f"preset {name!r} of --duration {duration:g} s")
     n_frames = max(int(round(duration * fps)), 1)
     if name == "nod":
         return _keyed(n_frames, fps, [0, 0.2, 0.4, 0.6, 0.8, 1], pitch=[0, -10, 10, -10, 10, 0])
