@@ -101,3 +101,29 @@ def test_page_in_a_browser_generates_the_example(demo_url, page):
     page.wait_for_selector("#curves .role-legend", timeout=10_000)  # the plot is drawn
     page.get_by_text("puppetry_arkit").wait_for(timeout=10_000)  # the downloads
     assert outside == []
+
+
+def test_a_text_file_named_jpg_gets_the_library_message_without_server_paths(tmp_path, speech):
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("this is a text file, not a photo")
+    with pytest.raises(gr.Error, match="photo.jpg is not a readable image") as err:
+        demo.generate(str(fake), speech, "", size=256)
+    assert str(tmp_path) not in str(err.value) and "/tmp" not in str(err.value)
+
+
+def test_only_installed_voices_are_offered(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "piper" else real(name, *a))
+    page = demo.build()
+    menus = [b for b in page.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "voice"]
+    offered = [choice[1] if isinstance(choice, tuple) else choice for choice in menus[0].choices]
+    assert "joe" not in offered and "espeak" in offered
+
+
+def test_demo_limits_come_from_limits_py():
+    from puppetry import limits
+    assert demo.MAX_SPEECH_S == limits.SERVICE_MAX_SPEECH_S
+    assert demo.MAX_TEXT_CHARS == limits.SERVICE_MAX_TEXT_CHARS
+    assert demo.MAX_IMAGE_MB * demo.MB == limits.SERVICE_MAX_IMAGE_BYTES

@@ -25,18 +25,20 @@ import pandas as pd
 from PIL import Image
 
 import puppetry.assets
+from puppetry import limits
 from puppetry.audio import audio_duration
 from puppetry.drive.motion import POSE_LIMITS
 from puppetry.expression.arkit import INDEX
 from puppetry.expression.export import read_curves
 from puppetry.pipeline import AnimateJob, animate_video
 from puppetry.portrait import BUNDLED, bundled_portrait
-from puppetry.tts import VOICES
+from puppetry.tts import installed_voices
 
-MAX_IMAGE_MB = 20           # portrait upload, megabytes
-MAX_AUDIO_MB = 50           # speech upload, megabytes (also the server's limit on any upload)
-MAX_SPEECH_S = 300.0        # seconds of speech per request (~4 min to render at 512 px on 2 cores)
-MAX_TEXT_CHARS = 3000       # typed text, characters (~3 min of speech)
+MB = limits.MB                                           # bytes
+MAX_IMAGE_MB = limits.SERVICE_MAX_IMAGE_BYTES // MB      # portrait upload (puppetry/limits.py)
+MAX_AUDIO_MB = limits.SERVICE_MAX_AUDIO_BYTES // MB      # speech upload, and any upload
+MAX_SPEECH_S = limits.SERVICE_MAX_SPEECH_S               # seconds of speech per request
+MAX_TEXT_CHARS = limits.SERVICE_MAX_TEXT_CHARS           # typed text, characters
 SIZES = (256, 384, 512)     # output sizes offered, pixels
 DEFAULT_SIZE = 384
 PLOTTED = ("jawOpen", "mouthClose", "mouthFunnel", "eyeBlinkLeft")  # curves drawn in the plot
@@ -44,7 +46,6 @@ KEEP_S = 3600               # request folders (and Gradio's copies) older than t
 WORK = Path(tempfile.gettempdir()) / "puppetry-demo"
 SPEECH_EXAMPLE = Path(puppetry.assets.__file__).parent / "speech_en.ogg"  # the bundled speech
 TEXT_EXAMPLE = "Hello! I was a still photo a moment ago. Now I can say anything you type."
-MB = 1024 * 1024
 
 
 def generate(portrait: str | None, speech: str | None, text: str | None, size: int = DEFAULT_SIZE,
@@ -89,7 +90,7 @@ def generate(portrait: str | None, speech: str | None, text: str | None, size: i
                       progress=lambda done, total, stage: progress(done / total, desc=stage))
     except (ValueError, OSError, RuntimeError, ImportError) as err:
         shutil.rmtree(out, ignore_errors=True)
-        raise gr.Error(str(err), print_exception=False) from None
+        raise gr.Error(_uploads_named(str(err), portrait, speech), print_exception=False) from None
     return str(video), [str(video), str(curves)], curves_frame(curves)
 
 
@@ -100,6 +101,15 @@ def curves_frame(path) -> pd.DataFrame:
     return pd.concat([pd.DataFrame({"time (s)": time_s, "curve": name,
                                     "weight": expressions[:, INDEX[name]]}) for name in PLOTTED],
                      ignore_index=True)
+
+
+def _uploads_named(message: str, *uploads: str | None) -> str:
+    """``message`` with the server's paths of the uploads (Gradio's temp folders, ours)
+    replaced by the uploads' own names: the page shows no server paths."""
+    for path in uploads:
+        if path:
+            message = message.replace(str(Path(path)), Path(path).name)
+    return message.replace(str(WORK) + os.sep, "")
 
 
 def _check_size(path: str, what: str, limit_mb: float, fix: str) -> None:
@@ -147,7 +157,8 @@ def build() -> gr.Blocks:
                 with gr.Row():
                     text = gr.Textbox(label="…or text to say", lines=2, scale=3,
                                       max_length=MAX_TEXT_CHARS, placeholder="Hello there!")
-                    voice = gr.Dropdown(list(VOICES), value="espeak", label="voice", scale=1)
+                    voice = gr.Dropdown(list(installed_voices()), value="espeak", label="voice",
+                                        scale=1)   # only the voices installed here
                 with gr.Accordion("controls", open=True):
                     with gr.Row():
                         size = gr.Radio(list(SIZES), value=DEFAULT_SIZE, label="output size (px)")
