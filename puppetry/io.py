@@ -33,9 +33,9 @@ import soundfile as sf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import provenance
+from . import limits
 from .drive.frames import FPS  # default video frame rate, frames/s
 
-MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS  # 178_956_970 px (~13 400 px square), PIL's hard limit
 BACKGROUND = (255, 255, 255)  # RGB behind transparent pixels
 PRESET = "superfast"  # x264 speed preset: leaves the CPU to rendering; CRF keeps the quality
 CRF = 18  # x264 constant rate factor: 0 lossless .. 51 worst; 18 ~ visually lossless
@@ -80,13 +80,14 @@ def load_image(path: PathLike) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked here:
             with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise Image.DecompressionBombError(f"{im.width} x {im.height} px")
+                limits.check_pixels(im.width, im.height, str(path))  # from the header
                 im.load()  # decode now so that truncated or corrupt data fails here
                 return _to_rgb(ImageOps.exif_transpose(im))
-    except Image.DecompressionBombError:
-        raise ImageError(f"{path} has more than MAX_PIXELS = {MAX_PIXELS / 1e6:.0f} million "
-                         "pixels: downscale it before use") from None
+    except limits.LimitError as e:
+        raise ImageError(str(e)) from None
+    except Image.DecompressionBombError as e:  # PIL's own guard, for frames it can see
+        raise ImageError(f"{path} is too large to decode ({e}): downscale it before use "
+                         "(puppetry.limits.MAX_IMAGE_PIXELS)") from None
     except UnidentifiedImageError:
         reason = "cannot identify image file"
     except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying "corrupt"

@@ -114,7 +114,7 @@ def _truncated_jpeg(tmp_path):
     (lambda d: (d / "notes.jpg").write_text("hello") and d / "notes.jpg",
      "cannot identify image file"),
     (_truncated_jpeg, "not a readable image"),
-    (_bomb_png, "MAX_PIXELS"),
+    (_bomb_png, "MAX_IMAGE_PIXELS"),
 ])
 def test_errors_name_the_file(tmp_path, make, words):
     path = make(tmp_path / "bomb.png" if make is _bomb_png else tmp_path)
@@ -125,8 +125,9 @@ def test_errors_name_the_file(tmp_path, make, words):
 
 def test_max_pixels_guard(tmp_path, monkeypatch):
     path = _save(tmp_path, "big.png", Image.new("RGB", (W, H)))
-    monkeypatch.setattr(io, "MAX_PIXELS", W * H - 1)
-    with pytest.raises(ImageError, match="big.png.*MAX_PIXELS"):
+    from puppetry import limits
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", W * H - 1)
+    with pytest.raises(ImageError, match="big.png.*MAX_IMAGE_PIXELS"):
         load_image(path)
 
 
@@ -277,3 +278,9 @@ def test_the_cli_refuses_an_unknown_video_format_before_any_work(tmp_path, capsy
     assert main([*command, "-o", str(tmp_path / "out.avi")]) == 1
     assert "out.avi: .avi is not a video format puppetry writes" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_9000_px_square_photo_is_refused_from_its_header(tmp_path):
+    path = _save(tmp_path, "huge.png", Image.new("1", (9000, 9000)))   # 81 MP, a few kB
+    with pytest.raises(ImageError, match="huge.png is 9000 x 9000 px.*MAX_IMAGE_PIXELS"):
+        load_image(path)
