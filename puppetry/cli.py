@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("portrait", help="photo of one face (JPEG, PNG, ...), or 'astronaut' for the bundled one")
     r.add_argument("--motion", required=True,
                    help=f"a motion JSON file, or a preset: {', '.join(PRESETS)}")
-    add_output(r, "output video, .mp4")
+    add_output(r, "output video: .mp4 (default), .mov, .mkv, .webm or .gif")
     r.add_argument("--fps", type=float, default=25.0, help="frame rate of presets (default 25)")
     r.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
     r.add_argument("--frame", choices=("crop", "full"), default="crop",
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--text", help="say these words with the built-in offline voice instead of AUDIO")
     a.add_argument("--voice", default="espeak", help="TTS voice for --text: espeak (default), "
                    "espeak:NAME, or joe (the 'piper' extra)")
-    add_output(a, "output video, .mp4 (H.264 + AAC)")
+    add_output(a, "output video: .mp4 (H.264 + AAC, default), .mov, .mkv, .webm (VP9 + Opus) or .gif (no sound)")
     a.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
     a.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
     a.add_argument("--frame", choices=("crop", "full"), default="crop",
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     du = sub.add_parser("dub", help="new speech over a learned person's footage")
     du.add_argument("person", help="a .puppet file from 'puppetry learn'")
     du.add_argument("audio", nargs="?", help="the new speech (any audio file or a video's audio)")
-    add_output(du, "output video, .mp4 (H.264 + AAC)")
+    add_output(du, "output video: .mp4 (H.264 + AAC, default), .mov, .mkv, .webm (VP9 + Opus) or .gif (no sound)")
     du.add_argument("--video", help="other footage of the same person (default: the video it learned from)")
     du.add_argument("--motion", help="MOTION.json whose expressions replace those from the speech")
     du.add_argument("--renderer", choices=("neural", "warp"), default="neural",
