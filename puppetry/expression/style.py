@@ -45,14 +45,13 @@ from pathlib import Path
 import numpy as np
 
 from ..drive.frames import FPS
-from ..face import mesh as M
-from ..face.fitting import ExpressionFitter, Identity
+from ..drive.video import NEUTRAL_SHARE, neutral_identity  # noqa: F401  (re-exported)
+from ..face.fitting import Identity
 from .arkit import INDEX, N_EXPRESSIONS, check_name
 from .model import SPEECH_NAMES
 
 STYLE_VERSION = 1  # file format version
 METHODS = ("ridge", "statistics")
-NEUTRAL_SHARE = 0.1  # fraction of tracked frames (smallest lip opening) that make the identity
 MIN_TRACKED = 10  # a style needs at least this many frames with a face
 MIN_TRACKED_SHARE = 0.5  # ... and a face in at least this share of the frames
 RIDGE = 1e-3  # per-name regression: added to each shared variance (weight²)
@@ -196,59 +195,28 @@ class TrackedVideo:
         return ~np.isnan(self.expressions[:, 0])
 
 
-def _lip_opening(lm: np.ndarray) -> float:
-    """Inner-lip gap over the inter-ocular distance."""
-    gap = np.linalg.norm(lm[M.LIP_LOWER_MID, :2] - lm[M.LIP_UPPER_MID, :2])
-    return float(gap / max(M.interocular(lm), 1e-9))
-
-
-def neutral_identity(landmarks: list[np.ndarray]) -> Identity:
-    """The neutral face of tracked frames (float[478 x 3] pixels each): the median of the
-    ``NEUTRAL_SHARE`` of frames with the smallest lip opening, in the head frame."""
-    opening = np.array([_lip_opening(lm) for lm in landmarks])
-    count = max(1, int(round(NEUTRAL_SHARE * len(landmarks))))
-    picked = np.argsort(opening, kind="stable")[:count]
-    shapes = []
-    for i in picked:
-        lm = np.asarray(landmarks[i], np.float64)[:468]
-        shape = M.head_frame(lm).to_head(lm)
-        if shapes:  # align to the first on the skull points: head frames jitter a little
-            rot, s, t = M.rigid_align(shape[M.RIGID_POINTS], shapes[0][M.RIGID_POINTS])
-            shape = s * shape @ rot.T + t
-        shapes.append(shape)
-    return Identity.from_shape(np.median(np.stack(shapes), axis=0))
-
-
 def track_video(video_path, *, names: tuple[str, ...] = SPEECH_NAMES) -> TrackedVideo:
     """Track every frame of a person's video and fit it to their own neutral face
     (module doc, steps 1-3); ``names`` are the shapes fitted."""
-    from ..face.tracker import FaceTracker  # mediapipe: heavy, imported on use
-    from ..io import read_video_frames, video_info
+    from ..drive.video import TrackingError, track_clip
+    from ..io import video_info
 
     path = Path(video_path)
     fps = float(video_info(path)["fps"]) or FPS
-    # 1. Track.
-    tracker = FaceTracker(static=False)
-    try:
-        faces = [tracker.track(rgb) for rgb in read_video_frames(path)]
-    finally:
-        tracker.close()
-    found = [i for i, f in enumerate(faces) if f is not None]
-    if len(found) < max(MIN_TRACKED, MIN_TRACKED_SHARE * len(faces)):
-        raise StyleError(f"a face was found in only {len(found)} of {len(faces)} frames of "
+    _, spread = reference_statistics(fps)
+    try:   # steps 1-3: the one tracking loop (drive.video), unsmoothed
+        clip = track_clip(path, fps=fps, names=names, prior_std=np.maximum(spread, MIN_STD),
+                          smooth=False)
+    except TrackingError:
+        clip = None
+    kept = 0 if clip is None else int(clip.valid.sum())
+    frames = len(clip) if clip is not None else video_info(path)["n_frames"]
+    if kept < max(MIN_TRACKED, MIN_TRACKED_SHARE * frames):
+        raise StyleError(f"a face was found in only {kept} of {frames} frames of "
                          f"{path.name}: use a video (at least {MIN_TRACKED} frames) where one "
                          "face is visible throughout, roughly frontal")
-    landmarks = [faces[i].landmarks for i in found]
-    # 2. Identity, 3. per-frame fit.
-    identity = neutral_identity(landmarks)
-    _, spread = reference_statistics(fps)
-    fitter = ExpressionFitter(identity, names, prior_std=np.maximum(spread, MIN_STD))
-    expressions = np.full((len(faces), N_EXPRESSIONS), np.nan, np.float32)
-    rotation = np.full((len(faces), 3), np.nan, np.float32)
-    for i, lm in zip(found, landmarks):
-        pose, weights = fitter(lm)
-        expressions[i], rotation[i] = weights, pose
-    return TrackedVideo(expressions, rotation, identity, fps, path.name)
+    expressions = np.where(clip.valid[:, None], clip.motion.expression, np.nan).astype(np.float32)
+    return TrackedVideo(expressions, clip.angles, clip.identity, fps, path.name)
 
 
 # ---------------------------------------------------------------------------------------

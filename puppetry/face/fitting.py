@@ -46,6 +46,7 @@ MIN_COLUMN = 1e-6  # blendshapes that move the mesh less than this (IOD², summe
 HEAD_TO_IMAGE = np.diag([1.0, -1.0, -1.0])  # head axes (y up, z to camera) in image axes
 N_POSE = 7  # pose correction unknowns: rotation (3), scale (1), translation (3)
 POSE_DAMPING = 1e-3  # ridge on each pose step (keeps depth translation defined when z is ignored)
+QP_STEPS = 60  # active-set steps of the bounded solve before falling back to scipy's BVLS
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,41 @@ def _rodrigues(v: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
+def _box_qp(hess: np.ndarray, grad: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+            guess: np.ndarray | None = None) -> np.ndarray:
+    """argmin ½xᵀHx - gᵀx subject to lower <= x <= upper, H positive definite (float[n x n],
+    float[n] each): an active-set method (bounds that are hit are held, held bounds whose
+    gradient points inward are released, one at a time), a few n x n solves; if it does
+    not settle in ``QP_STEPS``, scipy's bounded least squares on the Cholesky factor.
+    ``guess``: a nearby solution, whose bounds that are hit are held from the start."""
+    n = len(grad)
+    if guess is None:
+        low, high = np.zeros(n, bool), np.zeros(n, bool)
+    else:
+        low, high = guess <= lower, guess >= upper
+    tol = 1e-9 * max(1.0, float(np.abs(grad).max()))
+    for _ in range(QP_STEPS):
+        held = low | high
+        x = np.where(low, lower, np.where(high, upper, 0.0))
+        free = ~held
+        rows = hess[free]
+        x[free] = np.linalg.solve(rows[:, free], grad[free] - rows[:, held] @ x[held])
+        below, above = free & (x < lower), free & (x > upper)
+        if below.any() or above.any():
+            low |= below
+            high |= above
+            continue
+        slope = hess @ x - grad                                   # >= 0 at lower, <= 0 at upper
+        wrong = np.where(low, -slope, 0.0) + np.where(high, slope, 0.0)
+        if wrong.max(initial=0.0) <= tol:
+            return x
+        j = int(np.argmax(wrong))
+        low[j] = high[j] = False
+    from scipy.optimize import lsq_linear  # slow to import; rarely needed
+    chol = np.linalg.cholesky(hess)
+    return lsq_linear(chol.T, np.linalg.solve(chol, grad), bounds=(lower, upper), method="bvls").x
+
+
 class ExpressionFitter:
     """:func:`fit_expressions` for many frames of one identity (the matrices made once).
 
@@ -123,38 +159,87 @@ class ExpressionFitter:
     def __call__(self, landmarks: np.ndarray) -> tuple[tuple[float, float, float], np.ndarray]:
         """landmarks : float[>=468 x 3] pixels
         -> ((yaw, pitch, roll) degrees, weights float32[52] in [0, 1])."""
-        from scipy.optimize import lsq_linear  # slow to import; only fitting needs it
+        fit = self.fit(landmarks)
+        return fit.angles, fit.weights
 
+    def fit(self, landmarks: np.ndarray, *, start: "Fit | None" = None,
+            iterations: int = ITERATIONS) -> "Fit":
+        """landmarks : float[>=468 x 3] pixels -> the full :class:`Fit` (pose, weights,
+        residual). ``start``: the previous frame's fit, to begin from (a video: a couple
+        of ``iterations`` then suffice)."""
         lm = np.asarray(landmarks, np.float64)
         if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] != 3 or not np.all(np.isfinite(lm)):
             raise ValueError(f"landmarks have shape {lm.shape}: pass finite float[478 x 3] "
                              "(or [468 x 3]) pixels from FaceTracker")
         lm = lm[:468]
         k = len(self.columns)
-        # 1. Pose from the skull points.
-        rot, s, t = M.rigid_align(self.shape[M.RIGID_POINTS], lm[M.RIGID_POINTS])
-        w = np.zeros(k)
+        # 1. Pose from the skull points (or the previous frame's fit).
+        if start is None:
+            rot, s, t = M.rigid_align(self.shape[M.RIGID_POINTS], lm[M.RIGID_POINTS])
+            w = np.zeros(k)
+        else:
+            rot, s, t = start.rotation, start.scale, start.translation
+            w = start.weights[self.columns].astype(np.float64)
         lower = np.r_[np.zeros(k), np.full(N_POSE, -np.inf)]
         upper = np.r_[np.ones(k), np.full(N_POSE, np.inf)]
-        prior = np.diag(np.r_[self.prior, np.full(N_POSE, POSE_DAMPING)])  # (K+7, K+7)
-        for _ in range(ITERATIONS):
+        ridge = np.diag(np.r_[self.prior, np.full(N_POSE, POSE_DAMPING)] ** 2)     # (K+7, K+7)
+        axes = self.weight > 0                        # image axes that count (x, y; z if weighted)
+        weight = self.weight[axes]
+        flat_basis = self.basis.reshape(-1, 3)                                    # (K·468, 3)
+        x = np.r_[w, np.zeros(N_POSE)]
+        for _ in range(iterations):
             # 2. Linearise around (rot, s, t, w); unknowns: w (absolute) and pose steps.
-            posed = (self.shape + np.einsum("k,kvc->vc", w, self.basis)) @ rot.T   # (468, 3)
+            posed = (self.shape + (w @ self.basis.reshape(k, -1)).reshape(-1, 3)) @ rot.T  # (468, 3)
             pose_cols = [np.cross(axis, posed) for axis in np.eye(3)]          # rotation
             pose_cols += [posed] + [np.broadcast_to(a / s, posed.shape) for a in np.eye(3)]
-            columns = np.concatenate([self.basis @ rot.T, np.stack(pose_cols)])  # (K+7, 468, 3)
-            target = (lm - t) / s - self.shape @ rot.T                            # IOD
-            a = (columns * self.weight).reshape(k + N_POSE, -1).T
-            b = (target * self.weight).reshape(-1)
-            x = lsq_linear(np.vstack([a, prior]), np.r_[b, np.zeros(k + N_POSE)],
-                           bounds=(lower, upper), method="bvls").x
+            expr_cols = (flat_basis @ rot[axes].T).reshape(k, -1, len(weight))   # (K, 468, A)
+            columns = np.concatenate([expr_cols, np.stack(pose_cols)[..., axes]])  # (K+7, 468, A)
+            target = ((lm - t) / s - self.shape @ rot.T)[:, axes]                   # IOD
+            a = (columns * weight).reshape(k + N_POSE, -1)                          # (K+7, 468·A)
+            b = (target * weight).reshape(-1)
+            # the normal equations of |aᵀx - b|² + |prior x|², bounded (_box_qp)
+            x = _box_qp(a @ a.T + ridge, a @ b, lower, upper, guess=x)
             w = x[:k]
             rot = _rodrigues(x[k:k + 3]) @ rot
             s *= 1 + x[k + 3]
             t = t + x[k + 4:]
         weights = np.zeros(N_EXPRESSIONS, np.float32)
         weights[self.columns] = np.clip(w, 0.0, 1.0)
-        return euler_angles(rot @ HEAD_TO_IMAGE), weights
+        model = s * (self.shape + np.einsum("k,kvc->vc", w, self.basis)) @ rot.T + t
+        residual = float(np.sqrt(((model - lm)[:, :2] ** 2).sum(1).mean()) / s)
+        return Fit(rot, float(s), t, weights, residual)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One face fitted (module doc): ``landmarks ≈ scale · rotation · (shape + Σ w·basis)
+    + translation``.
+
+    rotation    : float64[3 x 3], head frame -> image axes (x right, y down, z away)
+    scale       : pixels per IOD
+    translation : float64[3], pixels
+    weights     : float32[52], 0..1
+    residual    : RMS image-plane distance of the landmarks from the model, IOD
+    """
+
+    rotation: np.ndarray
+    scale: float
+    translation: np.ndarray
+    weights: np.ndarray
+    residual: float
+
+    @property
+    def angles(self) -> tuple[float, float, float]:
+        """(yaw, pitch, roll) degrees from facing the camera upright (``face.pose``)."""
+        return euler_angles(self.rotation @ HEAD_TO_IMAGE)
+
+    def to_image(self, points: np.ndarray) -> np.ndarray:
+        """float[N x 3] head-frame points (IOD) -> image pixels under this pose."""
+        return self.scale * np.asarray(points, np.float64) @ self.rotation.T + self.translation
+
+    def to_head(self, points: np.ndarray) -> np.ndarray:
+        """float[N x 3] image pixels -> the head frame (IOD) under this pose."""
+        return (np.asarray(points, np.float64) - self.translation) @ self.rotation / self.scale
 
 
 def fit_expressions(landmarks: np.ndarray, identity, *, names: tuple[str, ...] | None = None,
