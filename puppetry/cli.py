@@ -47,6 +47,19 @@ def _fit_style(args) -> None:
     print(f"wrote {args.output}: speaking style of {args.video}")
 
 
+def _track(args) -> None:
+    import json
+    from .drive.motion import motion_to_json
+    from .drive.video import track_clip
+    from .io import check_output, write_text
+    check_output(args.output, [args.video], force=args.force)   # before tracking
+    clip = track_clip(args.video)
+    write_text(args.output, json.dumps(motion_to_json(clip.motion)), force=args.force)
+    lost = int((~clip.valid).sum())
+    print(f"wrote {args.output}: {len(clip)} frames at {clip.fps:g} frames/s, face lost in "
+          f"{lost} (bridged)")
+
+
 def _learn(args) -> None:
     from .person import LearnConfig, learn
     from .person.train import progress_bar
@@ -148,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("video", help="a video of the person talking, face visible")
     add_output(f, "style file, .json")
     f.set_defaults(run=_fit_style)
+
+    t = sub.add_parser("track", help="facial motion capture: a video -> a motion file for render --motion")
+    t.add_argument("video", help="a video of one face")
+    add_output(t, "motion file, .json (pose, gaze and the 52 ARKit weights per frame)")
+    t.set_defaults(run=_track)
 
     le = sub.add_parser("learn", help="learn a person from a video of them talking (a .puppet file)")
     le.add_argument("video", help="15 s to 10 min of one person talking, face visible (with its audio)")

@@ -139,3 +139,20 @@ def test_track_clip_errors(frames, tmp_path):
         track_clip([np.full((128, 128, 3), 90, np.uint8)] * 5, fps=FPS)
     with pytest.raises(FileNotFoundError):
         track_clip(tmp_path / "missing.mp4")
+
+
+def test_cli_track_round_trips_through_render(driver_video, tmp_path):
+    from puppetry.cli import main
+    from puppetry.drive.motion import load_motion
+    out = tmp_path / "motion.json"
+    assert main(["track", str(driver_video), "-o", str(out)]) == 0
+    motion = load_motion(out)
+    assert len(motion) == N and motion.fps == FPS
+    truth = known_motion()
+    assert np.corrcoef(motion.rotation[:, 0], truth.rotation[:, 0])[0, 1] > 0.98
+    video = tmp_path / "again.mp4"
+    assert main(["render", "astronaut", "--motion", str(out), "--size", str(SIZE), "-o", str(video)]) == 0
+    again = track_clip(video).motion                     # re-track the rendered video
+    assert np.corrcoef(again.rotation[:, 0], motion.rotation[:, 0])[0, 1] > 0.95
+    assert main(["track", str(tmp_path / "missing.mp4"), "-o", str(out)]) == 1
+    assert main(["track", str(driver_video), "-o", str(driver_video)]) == 1   # never an input
