@@ -60,6 +60,25 @@ def _track(args) -> None:
           f"{lost} (bridged)")
 
 
+def _reenact(args) -> None:
+    from .pipeline import ReenactJob, reenact_video
+    overrides = []
+    for item in args.expression or []:
+        name, sep, value = item.partition("=")
+        try:
+            overrides.append((name, float(value)))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--expression {item!r}: use NAME=VALUE, e.g. mouthSmileLeft=0.6")
+    job = replace(ReenactJob(), size=args.size, frame=args.frame, mode=args.mode, only=args.only,
+                  expression=tuple(overrides), audio=args.audio)
+    stats = reenact_video(args.source, args.driver, args.output, job, force=args.force)
+    print(f"wrote {args.output}: {stats['frames']} frames, {stats['duration_s']:.2f} s of video in "
+          f"{stats['total_s']:.2f} s (real-time factor {stats['total_s'] / stats['duration_s']:.2f}); "
+          f"face lost in {stats['lost']} driver frames (bridged)")
+
+
 def _learn(args) -> None:
     from .person import LearnConfig, learn
     from .person.train import progress_bar
@@ -166,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("video", help="a video of one face")
     add_output(t, "motion file, .json (pose, gaze and the 52 ARKit weights per frame)")
     t.set_defaults(run=_track)
+
+    e = sub.add_parser("reenact", help="a photo driven by a video of anyone (head and expression)")
+    e.add_argument("source", help="photo of one face, or 'astronaut' for the bundled one")
+    e.add_argument("driver", help="the driving video (one face); its fps, length and audio are kept")
+    add_output(e, "output video, .mp4")
+    e.add_argument("--size", type=int, default=512, help="output size in pixels (default 512)")
+    e.add_argument("--frame", choices=("crop", "full"), default="crop",
+                   help="a square crop around the head (default) or the full photo")
+    e.add_argument("--relative", dest="mode", action="store_const", const="relative", default="relative",
+                   help="the driver's motion from its first frame moves the source (default)")
+    e.add_argument("--absolute", dest="mode", action="store_const", const="absolute",
+                   help="the source takes the driver's head orientation and expression as they are")
+    e.add_argument("--only", choices=("pose", "expression"), help="transfer only the head pose or the expression")
+    e.add_argument("--expression", action="append", metavar="NAME=VALUE",
+                   help="set an ARKit weight in every frame, e.g. mouthSmileLeft=0.6 (repeatable)")
+    e.add_argument("--audio", choices=("keep", "none"), default="keep", help="the driver's audio (default keep)")
+    e.set_defaults(run=_reenact)
 
     le = sub.add_parser("learn", help="learn a person from a video of them talking (a .puppet file)")
     le.add_argument("video", help="15 s to 10 min of one person talking, face visible (with its audio)")

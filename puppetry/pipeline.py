@@ -226,3 +226,57 @@ def _speech_features(spec: str, audio: np.ndarray) -> np.ndarray:
     if spec != "whisper":
         raise ValueError(f"only Whisper features are computed beside the speech stage, not {spec!r}")
     return WhisperFeatures(threads=1)(audio)
+
+
+@dataclass(frozen=True)
+class ReenactJob:
+    """Knobs of ``puppetry reenact`` (override with ``dataclasses.replace``)."""
+
+    size: int = 512            # canvas side (crop) or long side (full), pixels
+    frame: str = "crop"        # "crop" around the head, or the "full" photo
+    mode: str = "relative"     # "relative" (X2Face) or "absolute" transfer (drive.video.transfer)
+    only: str | None = None    # "pose" or "expression" alone
+    expression: tuple[tuple[str, float], ...] = ()   # (ARKit name, weight) set in every frame
+    audio: str = "keep"        # "keep" the driver's audio, or "none"
+    renderer: RenderConfig = field(default_factory=RenderConfig)
+
+
+def reenact(portrait: Portrait, clip, job: ReenactJob = ReenactJob()):
+    """``puppetry.reenact``: frames of ``portrait`` driven by a tracked clip
+    (``drive.video.track_clip``). Returns (frames iterator of uint8[H x W x 3], Motion).
+
+    >>> clip = puppetry.track_clip("driver.mp4")
+    >>> frames, motion = puppetry.reenact(puppetry.load_portrait("me.jpg"), clip)
+    """
+    from .drive.video import transfer
+    motion = transfer(clip, portrait, mode=job.mode, only=job.only, expression=dict(job.expression))
+    return render(portrait, motion, job.renderer), motion
+
+
+def reenact_video(source_path, driver_path, out_path, job: ReenactJob = ReenactJob(), *,
+                  force: bool = False) -> dict:
+    """``puppetry reenact``: a photo driven by a video of anyone -> a video at the driver's
+    fps and length, with its audio (``job.audio``). Returns timings (s) and the frame count."""
+    from .drive.video import track_clip, transfer
+    from .io import video_info
+
+    t0 = time.perf_counter()
+    # 1. cheap checks first: the output can be written and is not an input
+    inputs = [p for p in (source_path, driver_path) if Path(str(p)).is_file()]
+    check_video_path(out_path)
+    check_output(out_path, inputs, force=force)
+    if job.audio not in ("keep", "none"):
+        raise ValueError(f"audio={job.audio!r}: use 'keep' (the driver's) or 'none'")
+    # 2. the driver: tracked, its motion relative to its first frame
+    clip = track_clip(driver_path)
+    # 3. the source portrait: read, track, segment, fit
+    portrait = load_portrait(source_path, size=job.size, frame=job.frame)
+    motion = transfer(clip, portrait, mode=job.mode, only=job.only, expression=dict(job.expression))
+    t1 = time.perf_counter()
+    # 4. render and encode at the driver's fps, with its audio
+    audio = driver_path if job.audio == "keep" and video_info(driver_path)["has_audio"] else None
+    write_video(out_path, render(portrait, motion, job.renderer, lend=True), fps=clip.fps,
+                audio=audio, inputs=inputs, force=force)
+    t2 = time.perf_counter()
+    return {"frames": len(motion), "duration_s": motion.duration, "track_prepare_s": t1 - t0,
+            "render_encode_s": t2 - t1, "total_s": t2 - t0, "lost": int((~clip.valid).sum())}

@@ -156,3 +156,22 @@ def test_cli_track_round_trips_through_render(driver_video, tmp_path):
     assert np.corrcoef(again.rotation[:, 0], motion.rotation[:, 0])[0, 1] > 0.95
     assert main(["track", str(tmp_path / "missing.mp4"), "-o", str(out)]) == 1
     assert main(["track", str(driver_video), "-o", str(driver_video)]) == 1   # never an input
+
+
+def test_cli_reenact(driver_video, clip, tmp_path):
+    from puppetry.cli import main
+    from puppetry.drive.video import transfer
+    from puppetry.io import video_info
+    out = tmp_path / "out.mp4"
+    assert main(["reenact", "astronaut", str(driver_video), "--size", "256", "-o", str(out)]) == 0
+    info = video_info(out)
+    assert info["n_frames"] == N and info["fps"] == FPS and (info["width"], info["height"]) == (256, 256)
+    again = track_clip(out).motion                        # the source follows the driver's turn
+    assert np.corrcoef(again.rotation[:, 0], known_motion().rotation[:, 0])[0, 1] > 0.9
+    pose = transfer(clip, only="pose", expression={"mouthSmileLeft": 0.6})
+    assert not pose.expression[:, INDEX["jawOpen"]].any()
+    assert np.all(pose.expression[:, INDEX["mouthSmileLeft"]] == np.float32(0.6))
+    expr = transfer(clip, only="expression")
+    assert not expr.rotation.any() and np.all(expr.scale == 1)
+    assert main(["reenact", "astronaut", str(driver_video), "-o", str(out), "--expression", "smile"]) == 1
+    assert main(["reenact", "astronaut", str(driver_video), "-o", str(driver_video)]) == 1

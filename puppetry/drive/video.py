@@ -466,3 +466,55 @@ class FaceDriver:
 
     def close(self) -> None:
         self._tracker.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Transfer onto another face
+
+
+def transfer(clip: TrackedClip, portrait=None, *, mode: str = "relative", only: str | None = None,
+             expression: dict[str, float] | None = None) -> Motion:
+    """The driver's motion for a source face (X2Face's relative transfer) -> Motion.
+
+    relative : the driver's pose relative to its first valid frame moves the source from
+               its own pose; weights are the driver's change from its first valid frame
+               (negative where the driver relaxes below it: a source photographed
+               mid-expression follows the driver back), so the source keeps its own face
+               shape and resting expression
+    absolute : the source takes the driver's head orientation (``portrait.frame`` needed)
+               and the driver's weights from the driver's own neutral face
+    only     : "pose" (the source's own expression) or "expression" (the source's pose)
+    expression : {ARKit name: weight} set in every frame (e.g. ``{"mouthSmileLeft": 0.6}``)
+    """
+    from ..expression.arkit import check_name
+    from ..face.fitting import HEAD_TO_IMAGE
+    from ..face.pose import rotation_matrix
+
+    if mode not in ("relative", "absolute"):
+        raise ValueError(f"mode {mode!r}: use 'relative' or 'absolute'")
+    if only not in (None, "pose", "expression"):
+        raise ValueError(f"only={only!r}: use 'pose' or 'expression'")
+    m = clip.motion
+    out = Motion(m.expression.copy(), m.rotation.copy(), m.translation.copy(), m.scale.copy(),
+                 m.gaze.copy(), m.fps)
+    first = clip.first_valid
+    if mode == "relative":
+        out.expression = m.expression - m.expression[first]
+    else:
+        if portrait is None:
+            raise ValueError("absolute transfer needs the source portrait (its own pose)")
+        source = np.asarray(portrait.frame.rotation, np.float64) @ HEAD_TO_IMAGE
+        r0 = rotation_matrix(*clip.angles[first])
+        for i, angles in enumerate(m.rotation):       # driver's absolute pose, from the source's
+            out.rotation[i] = euler_angles(rotation_matrix(*angles) @ r0 @ source.T)
+    if only == "pose":
+        out.expression[:] = 0.0
+    elif only == "expression":
+        out.rotation[:] = 0.0
+        out.translation[:] = 0.0
+        out.scale[:] = 1.0
+    for name, value in (expression or {}).items():
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"--expression {name}={value}: weights are in 0..1")
+        out.expression[:, check_name(name)] = float(value)
+    return out
