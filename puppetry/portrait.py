@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .face.blendshapes import blendshape_basis
+from .expression.arkit import INDEX, N_EXPRESSIONS
+from .face.blendshapes import blendshape_basis, close_lips
 from .face.mesh import HeadFrame, head_frame, interocular
 from .face.tracker import Face, FaceNotFoundError, detect_face, segment_person
 from .io import load_image
@@ -20,6 +21,12 @@ from .io import load_image
 WORK_PX = 1280        # long side at which a large photo is searched for its face
 CROP_FACE_WIDTHS = 2.7  # crop side = this many face widths (head, hair, neck, some shoulder)
 CROP_LIFT = 0.12      # crop centre above the face box centre, in face heights
+# The photo's own expression (DESIGN.md §3): fitted against the canonical neutral face,
+# so that all-zero weights mean a closed, neutral mouth on every photo.
+OWN_NAMES = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+             "mouthLowerDownLeft", "mouthLowerDownRight", "mouthFunnel", "mouthStretchLeft",
+             "mouthStretchRight")     # fitted (the others stay 0); a smile is kept as the photo's style
+UNDONE = ("jawOpen",)   # taken out of the neutral shape; the lips' remaining gap is closed after
 FRAMES = ("crop", "full")
 BUNDLED = "astronaut"   # the default portrait: scikit-image's astronaut (public domain, NASA)
 
@@ -47,6 +54,11 @@ class Portrait:
     alpha     : float32[H x W], head/body (1) versus background (0)
     background: uint8[H x W x 3], the canvas with the person removed and filled in
     name      : where it came from, for messages
+    source_box: (x0, y0, x1, y1) of the photo shown on the canvas, photo pixels (inside
+                the photo: nothing on the canvas is invented beyond it)
+    expression: float32[52], the photo's own expression as fitted (0..1); ``shape`` is the
+                face with ``jawOpen`` undone and the lips closed, so all-zero weights
+                render a closed mouth whatever the photo shows
     """
 
     image: np.ndarray
@@ -57,6 +69,8 @@ class Portrait:
     alpha: np.ndarray
     background: np.ndarray
     name: str = "portrait"
+    source_box: tuple[float, float, float, float] | None = None
+    expression: np.ndarray | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -96,42 +110,84 @@ def load_portrait(source, *, size: int = 512, frame: str = "crop") -> Portrait:
     box = np.array(face.box) / k
 
     # 2. the canvas: a head crop or the whole photo, at the requested size
-    canvas = _crop(rgb, box, size) if frame == "crop" else _resize_long(rgb, size)
+    if frame == "crop":
+        canvas, source_box = _crop(rgb, box, size)
+    else:
+        canvas, source_box = _resize_long(rgb, size), (0.0, 0.0, float(rgb.shape[1]), float(rgb.shape[0]))
 
     # 3. track again on the canvas (where frames are rendered and re-tracked)
     try:
         face = detect_face(canvas, name)
     except FaceNotFoundError as err:
         raise FaceNotFoundError(f"{err} (after resizing to {size} px: try a larger size)") from None
-    return prepare(canvas, face, name)
+    return prepare(canvas, face, name, source_box)
 
 
-def prepare(canvas: np.ndarray, face: Face, name: str = "portrait") -> Portrait:
+def prepare(canvas: np.ndarray, face: Face, name: str = "portrait",
+            source_box: tuple[float, float, float, float] | None = None) -> Portrait:
     """A Portrait from a canvas image and its tracked face."""
     lm = face.landmarks.astype(np.float32)
     hf = head_frame(lm)
-    shape = hf.to_head(lm[:468].astype(np.float64)).astype(np.float32)
+    shape, expression = neutral_shape(hf.to_head(lm[:468].astype(np.float64)))
     alpha = _person_alpha(canvas, lm)
     return Portrait(canvas, lm, hf, shape, blendshape_basis(shape), alpha,
-                    _background(canvas, alpha), name)
+                    _background(canvas, alpha), name, source_box, expression)
 
 
-def _crop(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+def neutral_shape(shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The photo's face without its mouth opening, and the photo's own expression.
+
+    shape : float[468 x 3], the tracked face in its head frame (IOD)
+    returns (float32[468 x 3] the face with ``UNDONE`` weights taken out and the lips
+    closed (``close_lips``), float32[52] the fitted expression of the photo)
+
+    The expression is fitted (``ExpressionFitter``) against the canonical neutral face, on
+    ``OWN_NAMES`` only: identity differences go into the shapes that are not undone.
+    """
+    from .face.fitting import ExpressionFitter, Identity
+    from .face.mesh import face_model
+
+    expression = np.zeros(N_EXPRESSIONS, np.float32)
+    fitter = ExpressionFitter(Identity.from_shape(face_model().canonical), OWN_NAMES)
+    _, expression[:] = fitter(np.asarray(shape, np.float64) * [1, -1, -1])   # head axes -> image axes
+    undo = np.zeros(N_EXPRESSIONS)
+    for n in UNDONE:
+        undo[INDEX[n]] = expression[INDEX[n]]
+    s = np.asarray(shape, np.float64)
+    for _ in range(2):   # the basis depends on the shape it acts on: settle it
+        s = shape - np.einsum("k,kvc->vc", undo, blendshape_basis(s))
+    return close_lips(s).astype(np.float32), expression
+
+
+def _crop(rgb: np.ndarray, box: np.ndarray, size: int):
+    """The head crop: a square ``CROP_FACE_WIDTHS`` face widths wide, shifted to stay
+    inside the photo; where the photo is smaller than that, as much of the photo as there
+    is on that side (the canvas is then not square: long side ``size``, short side even).
+    Returns (uint8[h x w x 3], (x0, y0, x1, y1) the region of the photo, pixels)."""
     x0, y0, x1, y1 = box
     fw, fh = x1 - x0, y1 - y0
     side = CROP_FACE_WIDTHS * max(fw, 0.8 * fh)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - CROP_LIFT * fh
     h, w = rgb.shape[:2]
-    if side <= min(h, w):          # keep the crop inside the photo: no replicated borders
-        cx = float(np.clip(cx, side / 2, w - side / 2))
-        cy = float(np.clip(cy, side / 2, h - side / 2))
-    s = size / side
-    m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], np.float64)
-    if s < 1:   # shrink without aliasing: resize first, then place
-        small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        m = np.array([[1, 0, size / 2 - s * cx], [0, 1, size / 2 - s * cy]], np.float64)
-        return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-    return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+    cw, ch = min(side, w), min(side, h)
+    cx = float(np.clip((x0 + x1) / 2, cw / 2, w - cw / 2))
+    cy = float(np.clip((y0 + y1) / 2 - CROP_LIFT * fh, ch / 2, h - ch / 2))
+    if cw == ch:
+        out_w = out_h = size
+    elif cw > ch:
+        out_w, out_h = size, max(2, round(size * ch / cw / 2) * 2)
+    else:
+        out_w, out_h = max(2, round(size * cw / ch / 2) * 2), size
+    sx, sy = out_w / cw, out_h / ch
+    left, top = cx - cw / 2, cy - ch / 2
+    # pixel centres: canvas (i + 0.5) / s = photo (x + 0.5) - left
+    m = np.array([[sx, 0, sx * (0.5 - left) - 0.5], [0, sy, sy * (0.5 - top) - 0.5]], np.float64)
+    if max(sx, sy) < 1:   # shrink without aliasing: resize first, then place
+        small = cv2.resize(rgb, None, fx=sx, fy=sy, interpolation=cv2.INTER_AREA)
+        m = np.array([[1, 0, -sx * left], [0, 1, -sy * top]], np.float64)
+        canvas = cv2.warpAffine(small, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        canvas = cv2.warpAffine(rgb, m, (out_w, out_h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return canvas, (left, top, left + cw, top + ch)
 
 
 def _resize_long(rgb: np.ndarray, size: int) -> np.ndarray:

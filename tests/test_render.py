@@ -155,7 +155,9 @@ def test_neutral_frame_is_the_portrait(portrait, renderer):
     assert diff.mean() < 2
     background = portrait.alpha < BACKGROUND
     assert background.mean() > 0.2
-    assert (diff[background] == 0).all()
+    # the portrait's parted lips close at rest (issue 10): the face moves a little there,
+    # the background does not (but for a few pixels beside the jaw line)
+    assert (diff[background] == 0).mean() > 0.999
 
 
 def test_jaw_open_opens_the_mouth(renderer, tracker):

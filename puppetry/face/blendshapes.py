@@ -16,7 +16,7 @@ import numpy as np
 from ..expression.arkit import INDEX, N_EXPRESSIONS
 from . import mesh as M
 
-JAW_OPEN_RAD = 0.52          # jaw rotation at jawOpen = 1 (about 30°: a fully open jaw, as ARKit)
+JAW_OPEN_RAD = 0.6           # jaw rotation at jawOpen = 1 (about 34°: a fully open jaw, as ARKit)
 BLINK_UPPER_SHARE = 0.85     # share of the lid closure done by the upper lid
 BLINK_LOWER_SHARE = 0.25     # ... and by the lower lid: the lids overlap a little, no slit
 GAZE_IOD = 0.09              # iris shift at full eyeLook, in IOD
@@ -59,6 +59,57 @@ def _rot_x(a):
     return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
 
 
+def _lip_line(S):
+    """The line between the lips, extended from the corners up toward the ears, and which
+    side of it each vertex is on: (line float[468] its height under each vertex, beyond
+    float[468] distance past the mouth corners, below float[468] 0 above .. 1 below), IOD."""
+    iu, il = M.LIP_INNER_UPPER, M.LIP_INNER_LOWER
+    xs = S[iu, 0]
+    ys = (S[iu, 1] + S[il, 1]) / 2
+    x = S[:, 0]
+    line = np.interp(x, xs, ys)
+    beyond = np.clip(np.abs(x) - np.abs(xs).max(), 0, None)
+    line = line + 0.45 * beyond
+    below = _smoothstep((line - S[:, 1]) / 0.05 + 0.5)
+    below[iu] = 0.0
+    below[il] = 1.0
+    below[[78, 308]] = 0.5
+    return line, beyond, below
+
+
+def jaw_hinge(shape: np.ndarray) -> np.ndarray:
+    """The jaw's hinge, float[3] in the head frame (IOD): near the ears, at the nose's
+    height, behind the face. jawOpen = 1 rotates the jaw ``JAW_OPEN_RAD`` about its x axis."""
+    S = np.asarray(shape, np.float64)
+    return np.array([0.0, S[M.NOSE_TIP, 1] + 0.05, min(S[234, 2], S[454, 2]) - 0.35])
+
+
+def jaw_rotation(weight: float) -> np.ndarray:
+    """float[3 x 3]: the jaw's rotation at jawOpen = ``weight`` (head frame)."""
+    return _rot_x(JAW_OPEN_RAD * weight)
+
+
+LIP_SLIDE_IOD = 0.12   # how far a lip's closing motion spreads onto the skin around it (sigma)
+
+
+def close_lips(shape: np.ndarray) -> np.ndarray:
+    """The face with its lips meeting: each inner-lip column moved to the middle of its
+    upper and lower points, the lips and the skin around them carried along (fading over
+    ``LIP_SLIDE_IOD``), upper lip from above, lower lip from below.
+
+    shape : float[468 x 3], head frame (IOD) -> float64[468 x 3]
+    """
+    S = np.asarray(shape, np.float64)
+    iu, il = np.array(M.LIP_INNER_UPPER), np.array(M.LIP_INNER_LOWER)
+    mid = (S[iu] + S[il]) / 2
+    _, _, below = _lip_line(S)
+    up = _spread(S, iu, mid - S[iu], LIP_SLIDE_IOD, 1 - below)
+    lo = _spread(S, il, mid - S[il], LIP_SLIDE_IOD, below)
+    up[il], lo[iu] = 0, 0
+    up[iu[[0, -1]]] = lo[il[[0, -1]]] = 0
+    return S + up + lo
+
+
 def blendshape_basis(shape: np.ndarray) -> np.ndarray:
     """Displacement fields for one identity.
 
@@ -77,17 +128,9 @@ def blendshape_basis(shape: np.ndarray) -> np.ndarray:
     corner_r, corner_l = S[61], S[291]
     mouth_c = (S[13] + S[14]) / 2
     mouth_w = np.linalg.norm(corner_l - corner_r)
-    # lip line: inner contour midline, extended from the corners up toward the ears
-    xs = S[iu, 0]
-    ys = (S[iu, 1] + S[il, 1]) / 2
     x = S[:, 0]
-    line = np.interp(x, xs, ys)
-    beyond = np.clip(np.abs(x) - np.abs(xs).max(), 0, None)
-    line = line + 0.45 * beyond
-    below = _smoothstep((line - S[:, 1]) / 0.05 + 0.5)
-    below[iu] = 0.0
-    below[il] = 1.0
-    below[[78, 308]] = 0.5
+    line, beyond, below = _lip_line(S)
+    xs = S[iu, 0]
     lateral = np.exp(-0.5 * (beyond / 0.45) ** 2)
     # lips part in a lens shape: near the corners the lower lip follows the jaw less,
     # while the chin further down follows it fully
@@ -104,7 +147,7 @@ def blendshape_basis(shape: np.ndarray) -> np.ndarray:
     lips = np.maximum(lips, _blob(S, mouth_c, 0.18))
 
     # --- jaw: rotation about a hinge near the ears, at the nose's height, behind the face
-    hinge = np.array([0.0, S[M.NOSE_TIP, 1] + 0.05, min(S[234, 2], S[454, 2]) - 0.35])
+    hinge = jaw_hinge(S)
     rotated = (S - hinge) @ _rot_x(JAW_OPEN_RAD).T + hinge
     jaw = (rotated - S) * jaw_w[:, None]
     put("jawOpen", jaw)

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-UPPER_TEETH_IOD = 0.15   # visible height of the upper incisors, IOD
-LOWER_TEETH_IOD = 0.05
-TOOTH_U = 0.085          # width of a front tooth along the mouth (u units)
+UPPER_TEETH_IOD = 0.17        # height of the upper incisors' crowns, IOD (about 10 mm)
+UPPER_TEETH_BELOW_IOD = 0.08  # how far their edges reach below the line where the neutral lips meet
+LOWER_TEETH_IOD = 0.15        # height of the lower incisors' crowns
+LOWER_TEETH_ABOVE_IOD = 0.05  # how far their edges stand above that line (moved by the jaw)
+TOOTH_U = 0.3                 # width of a front tooth along the mouth (``across`` units)
 TEETH_RGB = np.array([0.86, 0.82, 0.74])
 CAVITY_RGB = np.array([0.20, 0.06, 0.06])
 TONGUE_RGB = np.array([0.72, 0.36, 0.36])
@@ -26,29 +28,52 @@ class MouthPalette:
     tongue: torch.Tensor
 
     @classmethod
-    def from_portrait(cls, image: np.ndarray, landmarks: np.ndarray) -> "MouthPalette":
-        """Colours lit to match the face: skin sampled on the cheeks and forehead."""
+    def from_portrait(cls, image: np.ndarray, landmarks: np.ndarray,
+                      interior: np.ndarray | None = None) -> "MouthPalette":
+        """Colours lit to match the face: skin sampled on the cheeks and forehead; the
+        teeth's colour from the portrait's own teeth where ``interior`` (bool[H x W], the
+        mouth interior the portrait shows) holds enough of them."""
         h, w = image.shape[:2]
         pick = lambda idx: image[np.clip(landmarks[idx, 1].astype(int), 0, h - 1),
                                  np.clip(landmarks[idx, 0].astype(int), 0, w - 1)] / 255.0
         skin = np.median(pick([50, 280, 205, 425, 151, 9]), axis=0)
         lips = np.median(pick([0, 17, 84, 314, 37, 267]), axis=0)
         light = np.clip(skin.max() / 0.75, 0.45, 1.15)    # exposure of the face
+        teeth = TEETH_RGB * light * (0.85 + 0.15 * skin / skin.max())
+        if interior is not None and interior.sum() >= 30:
+            px = image[interior] / 255.0
+            bright = px[px.sum(1) >= np.quantile(px.sum(1), 0.7)]     # the teeth, not the cavity
+            if bright.sum(1).mean() > 1.3 * skin.sum():               # clearly lighter than skin: teeth
+                teeth = np.median(bright, axis=0)
         t = lambda c: torch.tensor(np.clip(c, 0, 1), dtype=torch.float32)
-        return cls(t(TEETH_RGB * light * (0.85 + 0.15 * skin / skin.max())),
-                   t(CAVITY_RGB * light * 0.6 + lips * 0.08),
+        return cls(t(teeth), t(CAVITY_RGB * light * 0.6 + lips * 0.08),
                    t(0.6 * TONGUE_RGB * light + 0.4 * lips * 0.9))
 
 
-def draw_mouth(across: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor, iod_px: float,
-               palette: MouthPalette, tongue_out: float = 0.0, shown: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Interior colours for N pixels of the mouth hole.
+def _teeth(across: torch.Tensor, depth: torch.Tensor, height: float, colour: torch.Tensor) -> torch.Tensor:
+    """A row of teeth: float[N x 3] shaded by ``across`` (0 middle .. 1 corners: the side
+    teeth are further back and darker, a dark seam between teeth) and ``depth`` (pixels
+    from the biting edge toward the gum, float[N]: the edge catches the light, the gum end
+    is in the lip's shadow). ``height`` : the crown's height, pixels."""
+    lateral = (1 - across / 0.8).clamp(0, 1)                     # dark past the canines
+    slot = across / TOOTH_U * (1 + 0.8 * across)                  # teeth narrow toward the corners
+    seam = 1 - 0.3 * torch.exp(-((slot - slot.round()) / 0.05) ** 2)
+    edge = (depth / (0.04 * height + 1)).clamp(0, 1)              # thin bright biting edge
+    shade = (0.45 + 0.55 * lateral) * seam * (1.05 - 0.1 * edge - 0.3 * (depth / height).clamp(0, 1) ** 2)
+    return colour[None] * shade[:, None]
+
+
+def draw_mouth(across: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor, t_up: torch.Tensor,
+               t_lo: torch.Tensor, iod_px: float, palette: MouthPalette, tongue_out: float = 0.0) -> torch.Tensor:
+    """Interior colours for N pixels of the mouth hole: rigid teeth, tongue and cavity.
 
     across : float[N], 0 at the middle of the mouth .. 1 at the corners
     d_up, d_lo : float[N], pixels below the upper lip and above the lower lip
+    t_up : float[N], pixels below the upper teeth's line (where the neutral lips meet,
+           posed with the skull); the upper row reaches ``UPPER_TEETH_BELOW_IOD`` below it
+    t_lo : float[N], pixels below the lower teeth's line (the same line moved by the jaw);
+           the lower row stands ``LOWER_TEETH_ABOVE_IOD`` above it
     iod_px : pixels per inter-ocular distance; tongue_out : 0..1
-    shown  : float[N] or float, pixels below the upper lip already covered by the
-             portrait's own teeth (drawn upper teeth start below that, never twice)
     returns float[N x 3], 0..1
     """
     height = d_up + d_lo + 1e-3
@@ -60,18 +85,16 @@ def draw_mouth(across: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor, iod
     tv = (v - (0.95 - 0.3 * tongue_out)) / (0.35 + 0.3 * tongue_out)
     tongue = (1 - ((across / 0.6) ** 2 + tv ** 2)).clamp(0, 1).sqrt()
     rgb = torch.lerp(rgb, palette.tongue[None] * (0.55 + 0.45 * tongue)[:, None], (tongue * 3).clamp(0, 1)[:, None])
-    # teeth: upper incisors under the upper lip, lower ones above the lower lip, soft gaps
-    lateral = (1 - across / 0.8).clamp(0, 1)                  # none past the canines
-    slot = across / TOOTH_U
-    gap = 1 - 0.08 * torch.exp(-((slot - slot.round()) / 0.12) ** 2)
-    shade = (0.6 + 0.4 * lateral) * gap
-    teeth = palette.teeth[None] * shade[:, None] * (1 - 0.3 * torch.exp(-d_up / (0.02 * iod_px + 1)))[:, None]
-    reach = (lateral * 4).clamp(0, 1)
-    edge = 1 - 0.25 * (d_up / (UPPER_TEETH_IOD * iod_px)).clamp(0, 1)  # lit at the biting edge
-    teeth = teeth * edge[:, None]
-    upper = ((UPPER_TEETH_IOD * iod_px - d_up) / 1.5).clamp(0, 1) * reach
-    upper = upper * (torch.as_tensor(shown) < 1.0).float()
-    lower_h = LOWER_TEETH_IOD * iod_px * (height / (0.3 * iod_px)).clamp(max=1)
-    lower = ((lower_h - d_lo) / 1.5).clamp(0, 1) * (1 - across / 0.55).clamp(0, 1).mul(3).clamp(max=1)
-    rgb = torch.lerp(rgb, teeth * 0.7, lower[:, None])
-    return torch.lerp(rgb, teeth, upper[:, None])
+    # lower row, then the upper row in front of it (an overbite); soft 1.5 px edges
+    lo_edge = -LOWER_TEETH_ABOVE_IOD * iod_px
+    lo_h = LOWER_TEETH_IOD * iod_px
+    lower = ((t_lo - lo_edge) / 1.5 + 0.5).clamp(0, 1) * (1 - across / 0.6).clamp(0, 1).mul(3).clamp(max=1)
+    lower_rgb = _teeth(across, t_lo - lo_edge, lo_h, palette.teeth) * 0.85
+    rgb = torch.lerp(rgb, lower_rgb, lower[:, None])
+    up_edge = UPPER_TEETH_BELOW_IOD * iod_px
+    up_h = UPPER_TEETH_IOD * iod_px
+    upper = ((up_edge - t_up) / 1.5 + 0.5).clamp(0, 1) * (1 - across / 0.8).clamp(0, 1).mul(4).clamp(max=1)
+    upper_rgb = _teeth(across, up_edge - t_up, up_h, palette.teeth)
+    # the lips' shadow on the teeth just inside them
+    upper_rgb = upper_rgb * (1 - 0.3 * torch.exp(-d_up / (0.02 * iod_px + 1)))[:, None]
+    return torch.lerp(rgb, upper_rgb, upper[:, None])

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from ..drive.frames import DrivingFrame, Motion
 from ..expression.arkit import INDEX
 from ..face import mesh as M
-from ..face.blendshapes import GAZE_IOD, gaze_from_expression
+from ..face.blendshapes import GAZE_IOD, gaze_from_expression, jaw_hinge, jaw_rotation
 from ..face.pose import rotation_matrix
 from ..portrait import Portrait
 from .config import RenderConfig  # noqa: F401  (re-exported: puppetry.render.warp.RenderConfig)
 from .fill import pull_push
-from .mouth import MouthPalette, draw_mouth
+from .mouth import UPPER_TEETH_BELOW_IOD, MouthPalette, draw_mouth
 from .raster import rasterize
 
 MOUTH_LOOP = M.closed_loop(M.LIP_INNER_UPPER, M.LIP_INNER_LOWER)   # 20 vertices
@@ -36,6 +36,7 @@ N_MESH = 468
 MIN_FLOW_PX = 0.25        # flow below this (pixels) is not drawn: the region warped is where it is above
 LASH_OPACITY = 0.8       # of the lash line drawn along a closed lid
 SILHOUETTE_MARGIN = 0.0   # skull points turned in from behind the silhouette are put back on it
+PARTED_IOD = 0.04         # a portrait whose lips are further apart than this shows its mouth interior
 MOUTH_C, EYE_R_C, EYE_L_C = N_MESH, N_MESH + 1, N_MESH + 2        # fan centre vertices
 
 
@@ -88,9 +89,20 @@ class WarpRenderer:
         # 3. images, channels last: the canvas unmixed against the background plate
         #    (premultiplied person + alpha, float32[H x W x 4]), the canvas, the plate
         rgb, bg = p.image / np.float32(255), p.background / np.float32(255)
-        premul = rgb - (1 - p.alpha[..., None]) * bg
+        # where the portrait shows its own mouth interior (inside the inner lips): the
+        # rigid upper teeth may take it from the photo (a pixel in from the lips); the skin
+        # never does: a photo with parted lips has its interior filled from the lips
+        # around it, so closing them leaves no dark fringe at the corners
+        hole = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(hole, [np.round(p.landmarks[MOUTH_LOOP, :2] * 4).astype(np.int32)], 1, cv2.LINE_8, 2)
+        skin = rgb
+        if self._opening(p.landmarks) > PARTED_IOD * p.frame.scale:
+            inside = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+            skin = cv2.inpaint(p.image, inside, 5, cv2.INPAINT_TELEA) / np.float32(255)
+        hole = cv2.erode(hole, np.ones((3, 3), np.uint8)).astype(np.float32)
+        premul = skin - (1 - p.alpha[..., None]) * bg
         self.source = np.ascontiguousarray(np.concatenate([premul, p.alpha[..., None]], -1), np.float32)
-        self.image = torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
+        self.image = torch.from_numpy(np.concatenate([rgb, hole[..., None]], -1)).permute(2, 0, 1)[None].contiguous()
         self.background = torch.from_numpy(np.ascontiguousarray(bg, np.float32))
         self.reach = torch.from_numpy(self._reach(config.hair_reach, config.neck_reach))[None]
         self.seam = torch.from_numpy(self._reach(config.seam_reach, config.seam_reach))[None]
@@ -107,7 +119,7 @@ class WarpRenderer:
                                  (torch.arange(rw) + 0.5) / config.raster_scale, indexing="ij")
         self.raster_base = torch.stack([xs_, ys])                      # (2, h, w) pixels
         self.canvas = p.image
-        self.palette = MouthPalette.from_portrait(p.image, p.landmarks)
+        self.palette = MouthPalette.from_portrait(p.image, p.landmarks, hole > 0)
         lid = p.image[p.landmarks[M.EYE_RIGHT_UPPER + M.EYE_LEFT_UPPER, 1].astype(int).clip(0, h - 1),
                       p.landmarks[M.EYE_RIGHT_UPPER + M.EYE_LEFT_UPPER, 0].astype(int).clip(0, w - 1)]
         darkest = lid[np.argsort(lid.sum(1))[:4]].mean(0) / 255.0        # the lash line's colour
@@ -117,11 +129,13 @@ class WarpRenderer:
         col[M.LIP_INNER_UPPER] = col[M.LIP_INNER_LOWER] = np.arange(len(M.LIP_INNER_UPPER))
         col[MOUTH_C] = (len(M.LIP_INNER_UPPER) - 1) / 2
         self.mouth_col = torch.from_numpy(col)
-        self.src_upper = torch.from_numpy(p.landmarks[M.LIP_INNER_UPPER, :2].copy())
-        self.src_lower = torch.from_numpy(p.landmarks[M.LIP_INNER_LOWER, :2].copy())
-        self.src_open = (self.src_lower - self.src_upper).norm(dim=1)
+        # teeth (rigid): the line where the neutral lips meet, in the head frame; the
+        # upper row hangs from it with the skull, the lower row stands on it moved by the jaw
+        self.meet = (p.shape[M.LIP_INNER_UPPER] + p.shape[M.LIP_INNER_LOWER]).astype(np.float64) / 2   # (11, 3)
+        self.meet_jaw = (self.meet - jaw_hinge(p.shape)) @ (jaw_rotation(1.0) - np.eye(3)).T  # per jawOpen
+        self.src_meet = torch.from_numpy(p.frame.to_image(self.meet)[:, :2].astype(np.float32))  # in the photo
         self.src_down = torch.from_numpy(-p.frame.rotation[:2, 1].astype(np.float32))
-        self.rest_open = self._opening(p.landmarks[:N_MESH])
+        self.rest_open = self._opening(p.frame.to_image(p.shape.astype(np.float64)))
         self.pivot = p.frame.to_image(np.array([config.pivot]))[0]
 
     def _reach(self, hair: float, neck: float) -> np.ndarray:
@@ -156,6 +170,11 @@ class WarpRenderer:
         """The driven mesh on the canvas: float32[468 x 3], pixels (z: depth, pixels)."""
         w = torch.from_numpy(np.asarray(frame.expression, np.float32))
         head = (self.shape.reshape(-1) + w @ self.basis).reshape(-1, 3).double().numpy()
+        return self._place(head, frame)
+
+    def _place(self, head: np.ndarray, frame: DrivingFrame) -> np.ndarray:
+        """Head-frame points float[N x 3] (IOD) -> canvas pixels float32[N x 3] under the
+        frame's pose."""
         pts = self.portrait.frame.to_image(head)
         rot, k, shift = self._pose(frame)
         return ((pts - self.pivot) @ rot.T * k + self.pivot + shift).astype(np.float32)
@@ -249,7 +268,8 @@ class WarpRenderer:
             grid.view(-1, 2)[fine.pix] = src - 0.5
         # channels last throughout (remap's layout; the frame's too: no transposing copy)
         warped = torch.from_numpy(cv2.remap(self.source, grid.numpy(), None, cv2.INTER_LINEAR,
-                                            borderMode=cv2.BORDER_REPLICATE))   # (h, w, 4)
+                                            borderMode=cv2.BORDER_CONSTANT))    # (h, w, 4)
+        # (beyond the canvas: alpha 0, so the background plate shows, never a mirror)
         bg = self.background[y0:y1, x0:x1]
         out = torch.addcmul(warped[..., :3], bg, warped[..., 3:], value=-1).add_(bg)  # premul + (1 - a) bg
         out = out.permute(2, 0, 1)                                   # float[3 x h x w], a view
@@ -259,7 +279,7 @@ class WarpRenderer:
         opening = self._opening(pts)
         fade = (opening - self.rest_open) / (cfg.mouth_ramp_iod * p.frame.scale)
         if fade > 0:
-            self._draw_mouth(out, fine, local, min(1.0, fade), frame)
+            self._draw_mouth(out, fine, local, min(1.0, fade), frame, (x0, y0))
         return (y0, y1, x0, x1), out
 
     def _upsample(self, disp: torch.Tensor, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -288,42 +308,48 @@ class WarpRenderer:
             a = torch.from_numpy(mask)[None] * (LASH_OPACITY * amount)
             out.mul_(1 - a).add_(self.lash[:, None, None] * a)
 
-    def _draw_mouth(self, out, fine, local, fade, frame):
-        """Paint the mouth interior in place on ``out`` float[3 x h x w]: the portrait's own
-        teeth where it shows them, carried rigidly by the upper and lower lips, and drawn
-        teeth, tongue and cavity beyond. ``fine`` are the full-resolution fragments of the
-        region, ``local`` the mesh in the region's pixels."""
+    def _draw_mouth(self, out, fine, local, fade, frame, origin):
+        """Paint the mouth interior in place on ``out`` float[3 x h x w]: rigid teeth (the
+        upper row with the skull, the lower row with the jaw, never scaled), tongue and
+        cavity. The upper row shows the portrait's own teeth where the portrait shows its
+        mouth interior there. ``fine`` are the full-resolution fragments of the region,
+        ``local`` the mesh in the region's pixels, ``origin`` the region's (x0, y0)."""
         p = self.portrait
         hit = self.fine_is_mouth[fine.face]
         if not hit.any():
             return
         pix, face, bary = fine.pix[hit], fine.face[hit], fine.bary[hit]
-        # per-pixel column along the mouth and the lip points above and below it
+        # per-pixel column along the mouth, and the lips and teeth lines at that column
         cols = (bary * self.mouth_col[self.fine_faces[face]]).sum(1)        # (N,) 0..10
         c0 = cols.floor().long().clamp(0, 9)
         f = (cols - c0)[:, None]
-        up_pts = torch.from_numpy(local[M.LIP_INNER_UPPER, :2])
-        lo_pts = torch.from_numpy(local[M.LIP_INNER_LOWER, :2])
-        upper = torch.lerp(up_pts[c0], up_pts[c0 + 1], f)
-        lower = torch.lerp(lo_pts[c0], lo_pts[c0 + 1], f)
+        at = lambda line: torch.lerp(line[c0], line[c0 + 1], f)
+        o = np.float32([origin[0], origin[1]])
+        upper = at(torch.from_numpy(local[M.LIP_INNER_UPPER, :2]))
+        lower = at(torch.from_numpy(local[M.LIP_INNER_LOWER, :2]))
+        jaw = float(frame.expression[INDEX["jawOpen"]])
+        meet_up = at(torch.from_numpy(self._place(self.meet, frame)[:, :2] - o))
+        meet_lo = at(torch.from_numpy(self._place(self.meet + jaw * self.meet_jaw, frame)[:, :2] - o))
         width = out.shape[2]
         y, x = pix // width, pix % width
         xy = torch.stack([x, y], 1).float() + 0.5
         down = torch.from_numpy((rotation_matrix(*frame.rotation) @ -p.frame.rotation[:, 1])[:2].astype(np.float32))
-        d_up = ((xy - upper) @ down).clamp_min(0)
-        d_lo = ((lower - xy) @ down).clamp_min(0)
+        d_up = ((xy - upper) @ down).clamp_min(0)          # below the upper lip, pixels
+        d_lo = ((lower - xy) @ down).clamp_min(0)          # above the lower lip
+        t_up = (xy - meet_up) @ down                       # below the upper teeth's root line
+        t_lo = (xy - meet_lo) @ down                       # below the lower teeth's root line
         across = ((cols - 5) / 5).abs()
-        # the portrait's own interior, attached to each lip (no vertical stretching)
         k = float(frame.scale)
-        rest = torch.lerp(self.src_open[c0], self.src_open[c0 + 1], f[:, 0])
-        src_up = torch.lerp(self.src_upper[c0], self.src_upper[c0 + 1], f) + self.src_down * (d_up / k)[:, None]
-        src_lo = torch.lerp(self.src_lower[c0], self.src_lower[c0 + 1], f) - self.src_down * (d_lo / k)[:, None]
-        real = self._sample(torch.cat([src_up, src_lo]))
-        w_up = ((0.6 * rest - d_up / k) / 1.5).clamp(0, 1)[:, None]
-        w_lo = (((0.4 * rest - d_lo / k) / 1.5).clamp(0, 1) * (1 - across / 0.7).clamp(0, 1))[:, None]
-        drawn = draw_mouth(across, d_up, d_lo, p.frame.scale, self.palette,
-                           float(frame.expression[INDEX["tongueOut"]]), shown=0.6 * rest * k)
-        interior = torch.lerp(torch.lerp(drawn, real[len(y):], w_lo), real[:len(y)], w_up)
+        iod = p.frame.scale * k
+        drawn = draw_mouth(across, d_up, d_lo, t_up, t_lo, iod, self.palette,
+                           float(frame.expression[INDEX["tongueOut"]]))
+        # the portrait's own upper teeth: the same skull point in the photo
+        src = at(self.src_meet) + self.src_down * (t_up / k)[:, None]
+        real = self._sample(src)                                     # (N, 4): rgb, shown
+        # ... where the photo shows its interior there and it is lit like teeth, not cavity
+        lit = ((real[:, :3].sum(1) / self.palette.teeth.sum() - 0.45) / 0.2).clamp(0, 1)
+        own = (real[:, 3] * lit * (t_up < UPPER_TEETH_BELOW_IOD * iod).float())[:, None]
+        interior = torch.lerp(drawn, real[:, :3], own)
         # composite, antialiased at the lip edge by a 3x3 box over the coverage
         by0, bx0 = int(y.min()), int(x.min())
         mask = torch.zeros(int(y.max()) - by0 + 1, int(x.max()) - bx0 + 1)
@@ -333,7 +359,8 @@ class WarpRenderer:
         out[:, y, x] = out[:, y, x] * (1 - a) + interior.T * a
 
     def _sample(self, pts: torch.Tensor) -> torch.Tensor:
-        """Portrait colours at canvas points float[N x 2] (pixels) -> float[N x 3]."""
+        """Portrait colours and its mouth-interior mask at canvas points float[N x 2]
+        (pixels) -> float[N x 4]."""
         grid = (pts * self.to_grid - 1)[None, None]
         return F.grid_sample(self.image, grid, mode="bilinear", padding_mode="border",
                              align_corners=False)[0, :, 0].T
