@@ -45,6 +45,7 @@ PLOTTED = ("jawOpen", "mouthClose", "mouthFunnel", "eyeBlinkLeft")  # curves dra
 KEEP_S = 3600               # request folders (and Gradio's copies) older than this are removed
 WORK = Path(tempfile.gettempdir()) / "puppetry-demo"
 SPEECH_EXAMPLE = Path(puppetry.assets.__file__).parent / "speech_en.ogg"  # the bundled speech
+TABS: tuple = ()          # modules with build(): a tab each, after the first
 TEXT_EXAMPLE = "Hello! I was a still photo a moment ago. Now I can say anything you type."
 
 
@@ -146,47 +147,50 @@ def build() -> gr.Blocks:
         gr.Markdown("# puppetry\nA portrait and speech into a talking video, on this computer's "
                     "CPU. Upload or capture a photo of one face, then upload or record speech, "
                     "or type text for the offline voice.")
-        with gr.Row():
-            with gr.Column():
-                portrait = gr.Image(label="portrait", type="filepath", image_mode=None,
-                                    sources=["upload", "webcam", "clipboard"], height=280,
-                                    elem_id="portrait")
-                speech = gr.Audio(label=f"speech (up to {MAX_SPEECH_S / 60:.0f} min)",
-                                  type="filepath", sources=["upload", "microphone"],
-                                  elem_id="speech")
-                with gr.Row():
-                    text = gr.Textbox(label="…or text to say", lines=2, scale=3,
-                                      max_length=MAX_TEXT_CHARS, placeholder="Hello there!")
-                    voice = gr.Dropdown(list(installed_voices()), value="espeak", label="voice",
-                                        scale=1)   # only the voices installed here
-                with gr.Accordion("controls", open=True):
+        with gr.Tab("speech + portrait", id="animate"):
+            with gr.Row():
+                with gr.Column():
+                    portrait = gr.Image(label="portrait", type="filepath", image_mode=None,
+                                        sources=["upload", "webcam", "clipboard"], height=280,
+                                        elem_id="portrait")
+                    speech = gr.Audio(label=f"speech (up to {MAX_SPEECH_S / 60:.0f} min)",
+                                      type="filepath", sources=["upload", "microphone"],
+                                      elem_id="speech")
                     with gr.Row():
-                        size = gr.Radio(list(SIZES), value=DEFAULT_SIZE, label="output size (px)")
-                        seed = gr.Number(0, label="seed", precision=0, minimum=0)
-                    with gr.Row():
-                        motion_scale = gr.Slider(0, 2, 1, step=0.1, label="head motion")
-                        still = gr.Checkbox(False, label="still head")
-                    with gr.Row():
-                        intensity = gr.Slider(0, 3, 1, step=0.1, label="expression intensity")
-                        blink_rate = gr.Slider(0, 40, 15, step=1, label="blinks per minute")
-                    with gr.Row():
-                        yaw, pitch, roll = (gr.Slider(*POSE_LIMITS[k], 0, step=1, label=f"{k} (°)")
-                                            for k in ("yaw", "pitch", "roll"))
-                button = gr.Button("Generate", variant="primary")
-            with gr.Column():
-                video = gr.Video(label="talking video", elem_id="video", height=400)
-                files = gr.File(label="downloads: video and ARKit curves (JSON)",
-                                file_count="multiple")
-                plot = gr.LinePlot(x="time (s)", y="weight", color="curve", y_lim=[0, 1],
-                                   title="ARKit curves", show_label=False, height=320,
-                                   elem_id="curves")  # label off: Gradio clips the legend under one
-        gr.Examples([[_example_portrait(), str(SPEECH_EXAMPLE), ""],
-                     [_example_portrait(), None, TEXT_EXAMPLE]],
-                    inputs=[portrait, speech, text], cache_examples=False,
-                    example_labels=["astronaut, bundled speech", "astronaut, typed text"])
-        button.click(generate, [portrait, speech, text, size, voice, seed, still, motion_scale,
-                                intensity, blink_rate, yaw, pitch, roll], [video, files, plot],
-                     show_progress_on=video)
+                        text = gr.Textbox(label="…or text to say", lines=2, scale=3,
+                                          max_length=MAX_TEXT_CHARS, placeholder="Hello there!")
+                        voice = gr.Dropdown(list(installed_voices()), value="espeak", label="voice",
+                                            scale=1)   # only the voices installed here
+                    with gr.Accordion("controls", open=True):
+                        with gr.Row():
+                            size = gr.Radio(list(SIZES), value=DEFAULT_SIZE, label="output size (px)")
+                            seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                        with gr.Row():
+                            motion_scale = gr.Slider(0, 2, 1, step=0.1, label="head motion")
+                            still = gr.Checkbox(False, label="still head")
+                        with gr.Row():
+                            intensity = gr.Slider(0, 3, 1, step=0.1, label="expression intensity")
+                            blink_rate = gr.Slider(0, 40, 15, step=1, label="blinks per minute")
+                        with gr.Row():
+                            yaw, pitch, roll = (gr.Slider(*POSE_LIMITS[k], 0, step=1, label=f"{k} (°)")
+                                                for k in ("yaw", "pitch", "roll"))
+                    button = gr.Button("Generate", variant="primary")
+                with gr.Column():
+                    video = gr.Video(label="talking video", elem_id="video", height=400)
+                    files = gr.File(label="downloads: video and ARKit curves (JSON)",
+                                    file_count="multiple")
+                    plot = gr.LinePlot(x="time (s)", y="weight", color="curve", y_lim=[0, 1],
+                                       title="ARKit curves", show_label=False, height=320,
+                                       elem_id="curves")  # label off: Gradio clips the legend under one
+            gr.Examples([[_example_portrait(), str(SPEECH_EXAMPLE), ""],
+                         [_example_portrait(), None, TEXT_EXAMPLE]],
+                        inputs=[portrait, speech, text], cache_examples=False,
+                        example_labels=["astronaut, bundled speech", "astronaut, typed text"])
+            button.click(generate, [portrait, speech, text, size, voice, seed, still, motion_scale,
+                                    intensity, blink_rate, yaw, pitch, roll], [video, files, plot],
+                         show_progress_on=video)
+        for tab in TABS:      # the other tabs, one module each (ui/tab_*.py)
+            tab.build()
     return demo
 
 
