@@ -39,7 +39,7 @@ from puppetry.io import contact_sheet, read_video_frames, write_image
 from puppetry.person import LearnConfig, dub_video, learn, load_person
 from puppetry.person import crop as C
 from puppetry.person.dub import WarpMouth
-from puppetry.person.footage import fit_footage, track_frames
+from puppetry.person.footage import track_footage
 from puppetry.person.train import progress_bar
 
 VIDEO = "/work/shared/dev/videos/obama_weekly_address_2010.mp4"
@@ -131,11 +131,10 @@ def main() -> None:
     fps = float(person.footage["fps"])
     first = int(round(args.learn_s * fps))
     real = all_frames[first:]
-    landmarks, size = track_frames(real)
-    unseen = fit_footage(landmarks, fps, size, person.crop, identity=person.identity)
+    unseen = track_footage(real, fps, person.crop, identity=person.identity)
     keep = np.flatnonzero(unseen.valid)
     real = [real[i] for i in keep]
-    lms = [landmarks[i] for i in keep]
+    lms = [unseen.landmarks[i] for i in keep]
     real_open = unseen.opening[keep]
     # 3. masked footage, neural and warp reconstructions
     ref_affine = np.asarray(person.footage["affine"][person.reference_index], np.float64)

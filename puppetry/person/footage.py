@@ -1,8 +1,10 @@
 """A person's footage as the neural renderer uses it: tracked, fitted and aligned.
 
-:func:`read_footage` tracks every frame, finds the person's neutral face (identity), fits
-each frame's speech expression to it and places the lower-face crop (``crop.py``) by the
-skull points. Frames where the face is lost or the mouth is blurred are marked unusable.
+:func:`read_footage` tracks every frame with the project's one tracking loop
+(``drive.video.track_clip``: landmarks, frames lost or rejected as blurred or implausible,
+the person's neutral face, the speech expression of every kept frame), then places the
+lower-face crop (``crop.py``) by the skull points and drops the frames whose mouth crop
+is blurred.
 
 :func:`driven_points` is the geometry the renderer is conditioned on: the identity deformed
 by any expression (``Identity.basis``) and posed like a given footage frame's skull, so
@@ -36,14 +38,17 @@ class FootageError(ValueError):
 class Footage:
     """A tracked video of one person (T frames of H x W pixels at ``fps``).
 
-    valid      : bool[T], face found and mouth sharp
-    lost, blurred : frames dropped for each reason (counts)
+    valid      : bool[T], face found, kept by the tracking loop and mouth sharp
+    lost       : frames where no face was found (count)
+    blurred    : frames found but dropped: face or mouth blurred, or a fit the tracking
+                 loop rejected as implausible (count)
     pose       : float32[T x 3 x 4], skull pose [s R | t]: image pixel = s R p + t for a
-                 head-frame point p (IOD units); NaN where no face
-    affine     : float32[T x 2 x 3], image pixels -> crop pixels; NaN where no face
-    opening    : float32[T], inner-lip opening (IOD); NaN where no face
-    expression : float32[T x 52], speech shapes fitted to ``identity`` (0..1); NaN where no face
-    identity   : the person's neutral face (``style.neutral_identity``)
+                 head-frame point p (IOD units); NaN where not valid
+    affine     : float32[T x 2 x 3], image pixels -> crop pixels; NaN where not valid
+    opening    : float32[T], inner-lip opening (IOD); NaN where not valid
+    expression : float32[T x 52], speech shapes fitted to ``identity`` (0..1); NaN where not valid
+    identity   : the person's neutral face (``drive.video.neutral_identity``)
+    landmarks  : float32[T x 478 x 3] pixels, NaN rows where lost (not kept in a ``.puppet``)
     """
 
     fps: float
@@ -57,6 +62,7 @@ class Footage:
     expression: np.ndarray
     identity: Identity
     source: str = ""
+    landmarks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.valid)
@@ -91,64 +97,60 @@ def sharpness(crop_rgb: np.ndarray, config: C.CropConfig) -> float:
     return float(lap[hard > 0].var())
 
 
-def track_frames(frames) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Landmarks of every frame: (float32[T x 478 x 3] with NaN where no face, ...)."""
-    from ..face.tracker import FaceTracker
-    tracker = FaceTracker(static=False)
-    out, size = [], (0, 0)
-    try:
-        for rgb in frames:
-            size = rgb.shape[:2]
-            face = tracker.track(rgb)
-            out.append(face.landmarks if face is not None else np.full((478, 3), np.nan, np.float32))
-    finally:
-        tracker.close()
-    return np.stack(out) if out else np.zeros((0, 478, 3), np.float32), size
+def speech_prior(fps: float) -> np.ndarray:
+    """float64[52] prior spread of the fitted speech shapes (``ExpressionFitter``)."""
+    from ..expression.style import MIN_STD, reference_statistics
 
-
-def fit_footage(landmarks: np.ndarray, fps: float, size: tuple[int, int], config: C.CropConfig,
-                *, identity: Identity | None = None, source: str = "") -> Footage:
-    """Fit tracked landmarks (float[T x 478 x 3], NaN rows where lost) to a :class:`Footage`
-    (``blurred`` is 0: sharpness needs the pixels, :func:`read_footage` checks it).
-
-    identity : the person's neutral face; default: found from these frames
-    """
-    from ..expression.style import MIN_STD, neutral_identity, reference_statistics
-
-    found = np.isfinite(landmarks[:, :468]).all((1, 2))
-    if found.sum() < MIN_USABLE:
-        raise FootageError(f"a face was found in only {int(found.sum())} of {len(landmarks)} "
-                           f"frames of {source or 'the video'}: use a video of at least "
-                           f"{MIN_USABLE} frames where one face is visible, roughly frontal")
-    # 1. identity: the median of the most closed-mouth frames
-    if identity is None:
-        identity = neutral_identity([landmarks[i] for i in np.flatnonzero(found)])
-    # 2. per frame: skull pose, crop placement, fitted speech expression
-    t = len(landmarks)
-    pose = np.full((t, 3, 4), np.nan, np.float32)
-    affine = np.full((t, 2, 3), np.nan, np.float32)
-    opening = np.full(t, np.nan, np.float32)
-    expression = np.full((t, N_EXPRESSIONS), np.nan, np.float32)
     _, spread = reference_statistics(fps)
-    fitter = ExpressionFitter(identity, SPEECH_NAMES, prior_std=np.maximum(spread, MIN_STD))
-    target = C.template(identity.shape, config)
-    for i in np.flatnonzero(found):
-        lm = landmarks[i]
-        pose[i] = skull_pose(lm, identity)
-        affine[i] = C.similarity(lm[M.RIGID_POINTS, :2], target)
-        opening[i] = np.linalg.norm(lm[M.LIP_LOWER_MID, :2] - lm[M.LIP_UPPER_MID, :2]) / M.interocular(lm)
-        expression[i] = fitter(lm)[1]
-    return Footage(fps, tuple(size), found.copy(), int((~found).sum()), 0, pose, affine, opening,
-                   expression, identity, source)
+    return np.maximum(spread, MIN_STD)
 
 
 def track_footage(frames, fps: float, config: C.CropConfig = C.CropConfig(), *,
-                  identity: Identity | None = None, source: str = "video") -> Footage:
-    """Track and fit frames (an iterable of uint8[H x W x 3]) of one person (no blur check)."""
-    landmarks, size = track_frames(frames)
-    if len(landmarks) == 0:
-        raise FootageError(f"{source} has no frames: use a video of the person talking")
-    return fit_footage(landmarks, fps, size, config, identity=identity, source=source)
+                  identity: Identity | None = None, source: str = "video",
+                  progress=None) -> Footage:
+    """Track and fit frames of one person (no mouth-blur check: :func:`read_footage`).
+
+    frames   : an iterable of uint8[H x W x 3] RGB frames (or a video path), at ``fps``
+    identity : the person's neutral face the expressions are fitted to (default: found
+               from these frames by the tracking loop)
+    progress : ``progress(done, total, stage)`` (``drive.video.track_clip``)
+    """
+    from ..drive.video import TrackingError, track_clip
+
+    # 1. the one tracking loop: landmarks, kept frames, neutral face, speech expressions
+    try:
+        clip = track_clip(frames, fps=fps, progress=progress, names=SPEECH_NAMES,
+                          prior_std=speech_prior(fps), smooth=False)
+    except TrackingError as e:
+        raise FootageError(f"{source}: {e}") from None
+    found = np.isfinite(clip.landmarks[:, :468]).all((1, 2))
+    valid = clip.valid.copy()
+    if valid.sum() < MIN_USABLE:
+        raise FootageError(f"a face was found and kept in only {int(valid.sum())} of {len(valid)} "
+                           f"frames of {source}: use a video of at least {MIN_USABLE} frames "
+                           "where one face is visible, sharp and roughly frontal")
+    # 2. expressions: the loop's own fit, or refitted to the given person's face
+    t = len(valid)
+    expression = np.full((t, N_EXPRESSIONS), np.nan, np.float32)
+    if identity is None:
+        identity = clip.identity
+        expression[valid] = clip.motion.expression[valid]
+    else:
+        fitter = ExpressionFitter(identity, SPEECH_NAMES, prior_std=speech_prior(fps))
+        for i in np.flatnonzero(valid):
+            expression[i] = fitter.fit(clip.landmarks[i]).weights
+    # 3. per kept frame: skull pose, crop placement, lip opening
+    pose = np.full((t, 3, 4), np.nan, np.float32)
+    affine = np.full((t, 2, 3), np.nan, np.float32)
+    opening = np.full(t, np.nan, np.float32)
+    target = C.template(identity.shape, config)
+    for i in np.flatnonzero(valid):
+        lm = clip.landmarks[i]
+        pose[i] = skull_pose(lm, identity)
+        affine[i] = C.similarity(lm[M.RIGID_POINTS, :2], target)
+        opening[i] = np.linalg.norm(lm[M.LIP_LOWER_MID, :2] - lm[M.LIP_UPPER_MID, :2]) / M.interocular(lm)
+    return Footage(fps, tuple(clip.size), valid, int((~found).sum()), int((found & ~valid).sum()),
+                   pose, affine, opening, expression, identity, source, clip.landmarks)
 
 
 def read_footage(path, config: C.CropConfig = C.CropConfig(), *, identity: Identity | None = None,
@@ -157,7 +159,8 @@ def read_footage(path, config: C.CropConfig = C.CropConfig(), *, identity: Ident
     """Track and fit a video of one person (its frames from ``start_s`` to ``end_s`` seconds).
 
     Two passes over the file (no frame is kept): tracking, then the lower-face crops of at
-    most ``max_crops`` usable frames, evenly spread.
+    most ``max_crops`` usable frames, evenly spread; frames whose mouth crop is blurred
+    are dropped (counted in ``Footage.blurred``).
     Returns (footage, crops uint8[N x size x size x 3], their frame indices int64[N]).
     """
     from ..io import read_video_frames, video_info
@@ -174,13 +177,12 @@ def read_footage(path, config: C.CropConfig = C.CropConfig(), *, identity: Ident
             if i >= last:
                 break
             if i >= first:
-                if (i - first) % 25 == 0:
-                    report(i - first, last - first, "tracking")
                 yield rgb
 
-    # 1. track, 2. fit (identity, poses, expressions, crop placement)
-    footage = track_footage(frames(), fps, config, identity=identity, source=str(path))
-    # 3. crops of the tracked frames; the blurred are dropped
+    # 1.-2. track and fit (identity, poses, expressions, crop placement)
+    footage = track_footage(frames(), fps, config, identity=identity, source=str(path),
+                            progress=lambda done, _, stage: report(done, max(last - first, done), stage))
+    # 3. crops of the kept frames; those with a blurred mouth are dropped
     n = config.size
     found = np.flatnonzero(footage.valid)
     keep = found[np.unique(np.linspace(0, len(found) - 1, min(max_crops, len(found))).round().astype(int))]
@@ -193,6 +195,6 @@ def read_footage(path, config: C.CropConfig = C.CropConfig(), *, identity: Ident
             crops[slot[i]] = C.crop(rgb, footage.affine[i].astype(np.float64), n)
     score = np.array([sharpness(c, config) for c in crops])
     sharp = score >= BLUR_FRACTION * np.median(score)
-    footage.blurred = int((~sharp).sum())
+    footage.blurred += int((~sharp).sum())
     footage.valid[keep[~sharp]] = False
     return footage, crops[sharp], keep[sharp]
