@@ -6,6 +6,7 @@ fill, blendshape fitting) so that rendering a frame is only warping.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 from .expression.arkit import INDEX, N_EXPRESSIONS
 from .face.blendshapes import blendshape_basis, close_lips
 from .face.mesh import HeadFrame, head_frame, interocular
-from .face.tracker import Face, FaceNotFoundError, detect_face, segment_person
+from .face.tracker import Face, FaceNotFoundError, detect_face, detect_upright_face, segment_person
 from .io import load_image
 
 WORK_PX = 1280        # long side at which a large photo is searched for its face
@@ -103,10 +104,16 @@ def load_portrait(source, *, size: int = 512, frame: str = "crop") -> Portrait:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"portrait array must be uint8 HxWx3 RGB, got {rgb.dtype} {rgb.shape}")
 
-    # 1. find the face at a working resolution, in photo coordinates
+    # 1. find the face at a working resolution, in photo coordinates; a photo whose face
+    #    lies on its side or upside down is turned upright first
     k = min(1.0, WORK_PX / max(rgb.shape[:2]))
     work = cv2.resize(rgb, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else rgb
-    face = detect_face(work, name)
+    turns, face = detect_upright_face(work, name)
+    if turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+        turn = ("90° counter-clockwise", "180°", "90° clockwise")[turns - 1]
+        warnings.warn(f"the face in {name} was {'upside down' if turns == 2 else 'on its side'}: "
+                      f"the photo is turned {turn} so that it is upright")
     box = np.array(face.box) / k
 
     # 2. the canvas: a head crop or the whole photo, at the requested size

@@ -3,6 +3,8 @@
 Every file is made in tmp_path from the bundled portrait; a good one must give the same
 face, at the same place on the canvas, as the bundled portrait itself.
 """
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -124,3 +126,26 @@ def test_face_small_in_a_large_photo(astronaut):
     big = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_CUBIC)  # face ~184 px
     photo = np.pad(big, ((512, 512), (512, 512), (0, 0)), mode="edge")        # 2048 px
     assert load_portrait(photo).iod > 40
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_face_on_its_side_or_upside_down_animates_upright(astronaut, turns):
+    """A photo turned by 90/180/270° is turned back (with a warning): the rendered face is
+    upright, re-tracked (roll near 0, eyes above the mouth, forehead above the chin)."""
+    from puppetry import DrivingFrame, WarpRenderer
+    from puppetry.face.tracker import FaceTracker
+
+    photo = np.ascontiguousarray(np.rot90(astronaut, turns))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p = load_portrait(photo, size=256)
+    said = [str(w.message) for w in caught if "upright" in str(w.message)]
+    assert len(said) == (turns != 0), said
+    frame = WarpRenderer(p).render_frame(DrivingFrame.make(expression={"jawOpen": 0.5}))
+    tracker = FaceTracker(static=True)
+    lm = tracker.track(frame).landmarks
+    tracker.close()
+    up = lm[10, :2] - lm[152, :2]                                   # chin -> forehead
+    roll = np.degrees(np.arctan2(up[0], -up[1]))
+    assert abs(roll) < 15, f"turned {turns}: rendered face rolled {roll:.0f}°"
+    assert lm[[33, 263], 1].max() < lm[[13, 14], 1].min()          # eyes above the mouth

@@ -12,12 +12,15 @@ import types
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 N_LANDMARKS = 478       # 468 mesh vertices + 2 x 5 iris points
 N_VERTICES = 468
 MIN_FACE_PX = 80        # faces narrower than this (pixels) are refused
 MAX_FACES = 4           # faces looked for; the largest is used
+UPRIGHT_CROP = 1.6      # side of the square scored for uprightness, in face-box sides
+UPRIGHT_MARGIN = 0.05   # detector score by which a turned face must beat the photo as it is
 
 
 class FaceNotFoundError(ValueError):
@@ -149,6 +152,59 @@ def detect_face(rgb: np.ndarray, name: str = "image", tracker: FaceTracker | Non
             f"the face in {name} is only {face.width:.0f} px wide: use a photo where the face "
             f"is at least {MIN_FACE_PX} px wide (ideally 200 px or more), or crop closer")
     return face
+
+
+def detect_upright_face(rgb: np.ndarray, name: str = "image",
+                        tracker: FaceTracker | None = None) -> tuple[int, Face]:
+    """The face a portrait is about, and the quarter turns that make it upright.
+
+    rgb     : uint8[H x W x 3] RGB
+    returns (k, face): ``np.rot90(rgb, k)`` (k in 0..3, counter-clockwise) shows the face
+            upright, and ``face`` is tracked on that turned image (its pixels)
+
+    Face Mesh fits an upright face wherever it finds one: a photo on its side gives a mesh
+    rolled by 90 degrees, an upside-down one a mesh that looks upright but is not. So the
+    face's surroundings are scored in all four turns by MediaPipe's face detector, which
+    scores upright faces highest; a turn that beats the photo as it is by
+    ``UPRIGHT_MARGIN`` is taken (:func:`detect_face` errors and warnings otherwise). A
+    face found only once turned is found too.
+    """
+    tracker = tracker or _shared_tracker()
+    turned = 0
+    try:
+        face = detect_face(rgb, name, tracker)
+    except FaceNotFoundError as err:
+        for k in (1, 3, 2):      # a face on its side or upside down may be found only turned
+            try:
+                face, turned = detect_face(np.ascontiguousarray(np.rot90(rgb, k)), name, tracker), k
+                break
+            except FaceNotFoundError:
+                continue
+        else:
+            raise err from None
+    k = (turned + upright_turns(np.rot90(rgb, turned), face.box)) % 4
+    if k != turned:
+        face = detect_face(np.ascontiguousarray(np.rot90(rgb, k)), name, tracker)
+    return k, face
+
+
+def upright_turns(rgb: np.ndarray, box: tuple[float, float, float, float]) -> int:
+    """Quarter turns (``np.rot90``'s k, 0..3) that put the face in ``box`` upright: the
+    turn of a square around it (``UPRIGHT_CROP`` box sides) that the short-range face
+    detector scores highest, if it beats no turn by ``UPRIGHT_MARGIN``; else 0."""
+    x0, y0, x1, y1 = box
+    side = max(8, int(UPRIGHT_CROP * max(x1 - x0, y1 - y0)))
+    to_crop = np.array([[1, 0, side / 2 - (x0 + x1) / 2], [0, 1, side / 2 - (y0 + y1) / 2]])
+    crop = cv2.warpAffine(np.ascontiguousarray(rgb), to_crop, (side, side), borderMode=cv2.BORDER_CONSTANT)
+    if not hasattr(_local, "near_detector"):
+        _local.near_detector = _import_solutions().face_detection.FaceDetection(
+            model_selection=0, min_detection_confidence=0.2)
+    scores = []
+    for k in range(4):
+        found = _local.near_detector.process(np.ascontiguousarray(np.rot90(crop, k))).detections or []
+        scores.append(max((d.score[0] for d in found), default=0.0))
+    best = int(np.argmax(scores))
+    return best if scores[best] > scores[0] + UPRIGHT_MARGIN else 0
 
 
 _local = threading.local()
