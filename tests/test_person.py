@@ -173,3 +173,18 @@ def test_errors_name_the_input(talking, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
             learn(video, tmp_path / "c.puppet", TINY, device="cuda")
+
+
+def test_training_stops_on_its_budget_and_keeps_the_best_weights():
+    from puppetry.person.train import WINDOW, train_renderer
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (6, 64, 64, 3), np.uint8)
+    geometry = rng.integers(0, 255, (6, 3, 64, 64), np.uint8)
+    net = MouthNet(NetDims(channels=(8, 16)))
+    cfg = TrainConfig(minutes=1e-6, max_steps=1000, batch=2)
+    assert train_renderer(net, crops, geometry, C.CropConfig(size=64), cfg)["steps"] == 1   # the budget ends it
+    cfg = replace(cfg, minutes=10.0, max_steps=3 * WINDOW, lr=0.05)                       # a rough ride
+    summary = train_renderer(net, crops, geometry, C.CropConfig(size=64), cfg)
+    assert summary["steps"] == 3 * WINDOW and len(summary["curve"]) == 3
+    assert summary["best_loss"] == min(loss for _, loss in summary["curve"])
+    assert summary["best_step"] in [s for s, _ in summary["curve"]]

@@ -11,8 +11,10 @@ time, when expression and footage frame differ:
   the video: the mouth must then follow the drawn geometry, not the cheeks around it.
 
 Loss over the region: L1 + ``grad_weight`` x L1 of the image gradients (sharp edges of
-lips and teeth). Adam, cosine learning-rate decay over a step count fixed after timing
-the first steps against the time budget.
+lips and teeth). Adam, with a cosine learning-rate decay over the wall-clock budget (the
+schedule follows the clock, not a step count, so a machine that slows down mid-run still
+anneals and stops on time); at the end the weights with the lowest mean loss over
+``WINDOW`` steps are kept.
 """
 from __future__ import annotations
 
@@ -28,14 +30,14 @@ import torch.nn.functional as F
 from .crop import CropConfig, region_mask
 from .net import MouthNet
 
-TIMING_STEPS = 5    # steps timed to fix the step count from the budget
+WINDOW = 25         # steps whose mean loss is one point of the curve (and the best-weights test)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Knobs of the renderer's training (override with ``dataclasses.replace``)."""
 
-    minutes: float = 20.0      # training time budget, minutes (the step count follows from it)
+    minutes: float = 20.0      # training time budget, wall clock, minutes
     max_steps: int = 20000     # steps at most, however fast the machine
     batch: int = 8             # crops per step
     lr: float = 2e-3           # Adam learning rate at the start (cosine decay to lr / 20)
@@ -86,7 +88,8 @@ def train_renderer(net: MouthNet, crops: np.ndarray, geometry: np.ndarray, crop:
     crops    : uint8[N x S x S x 3], the frames' lower-face crops (targets and context)
     geometry : uint8[N x 3 x S x S], their own expressions drawn (``crop.draw_geometry`` x 255)
     progress : ``progress(done, total, stage, info)``, called every few steps
-    Returns dict(steps, seconds, curve [(step, mean loss)], final_loss, device).
+    Returns dict(steps, seconds, curve [(step, mean loss)], final_loss, best_loss,
+    best_step, device).
     """
     if config.threads and device == "cpu":
         torch.set_num_threads(config.threads)
@@ -101,10 +104,11 @@ def train_renderer(net: MouthNet, crops: np.ndarray, geometry: np.ndarray, crop:
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.9, 0.99))
     report = progress or (lambda *a: None)
     budget = config.minutes * 60.0
-    total, curve, window = config.max_steps, [], []
+    curve, window = [], []
+    best, best_step, best_state = float("inf"), 0, None
     t0 = time.perf_counter()
-    step = 0
-    while step < total:
+    step, done = 0, 0.0
+    while done < 1.0:
         # 1. a batch: targets, their geometry, context from the same (or another) frame
         idx = torch.randint(n, (config.batch,), generator=gen)
         other = torch.where(torch.rand(config.batch, generator=gen) < config.swap,
@@ -118,8 +122,8 @@ def train_renderer(net: MouthNet, crops: np.ndarray, geometry: np.ndarray, crop:
         warp = lambda x: F.grid_sample(x, grid, padding_mode="border", align_corners=False)  # noqa: E731
         target, geo = warp(target), warp(geo)
         context = torch.where((idx == other)[:, None, None, None].to(device), target, warp(context))
-        # 3. a step, with the learning rate on its cosine
-        lr = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(total, 1))))
+        # 3. a step, with the learning rate on its cosine over the budget's time
+        lr = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done)))
         for group in opt.param_groups:
             group["lr"] = lr
         pred = net(network_input(context, geo, hard))
@@ -129,22 +133,27 @@ def train_renderer(net: MouthNet, crops: np.ndarray, geometry: np.ndarray, crop:
         opt.step()
         step += 1
         window.append(loss.item())
-        elapsed = time.perf_counter() - t0
-        # 4. the step count from the first steps' pace and the budget
-        if step == TIMING_STEPS:
-            total = int(min(config.max_steps, max(TIMING_STEPS + 1, budget / (elapsed / step))))
-        if len(window) == 25:
+        # 4. where we are: the larger of the time and the step share of the budget
+        done = max((time.perf_counter() - t0) / budget if budget > 0 else 1.0,
+                   step / config.max_steps)
+        if len(window) == WINDOW:
             curve.append((step, float(np.mean(window))))
             window = []
-        if step % 5 == 0 or step == total:
-            report(step, total, "training", f"loss {curve[-1][1] if curve else loss.item():.4f}")
-        if elapsed > budget * 1.15 and step >= TIMING_STEPS:      # a slower machine than timed
-            break
+            if curve[-1][1] < best:       # the best weights so far (a copy: ~1 M numbers)
+                best, best_step = curve[-1][1], step
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if step % 5 == 0 or done >= 1.0:
+            estimate = step if done >= 1.0 else max(step + 1, int(step / done))
+            report(step, estimate, "training", f"loss {curve[-1][1] if curve else loss.item():.4f}")
     if window:
         curve.append((step, float(np.mean(window))))
+    if best_state is not None and best_step != step:
+        net.load_state_dict(best_state)   # the last full window's weights were not the best
     net.eval()
+    final = curve[-1][1] if curve else float("nan")
     return {"steps": step, "seconds": time.perf_counter() - t0, "curve": curve,
-            "final_loss": curve[-1][1] if curve else float("nan"), "device": device,
+            "final_loss": final, "best_loss": best if best_state is not None else final,
+            "best_step": best_step if best_state is not None else step, "device": device,
             "batch": config.batch, "frames": n}
 
 
