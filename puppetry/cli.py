@@ -13,6 +13,8 @@ from .runtime import one_blas_thread
 
 GC_THRESHOLD = 50_000   # allocations between collections of the youngest generation
 VERIFY_NOT_FOUND = 3    # exit status of 'puppetry verify' without the watermark (errors: 1)
+PORTRAIT_ONLY = ("fps", "size", "frame", "still", "motion_scale", "seed", "motion", "motion_mode",
+                 "style", "model", "expressions_out")   # animate options a .puppet does not take
 
 
 def _render(args) -> None:
@@ -28,6 +30,8 @@ def _animate(args) -> None:
     from .pipeline import AnimateJob, animate_video
     if (args.audio is None) == (args.text is None):
         raise ValueError("give either an AUDIO file or --text \"words to say\" (not both)")
+    if str(args.portrait).lower().endswith(".puppet"):     # a learned person: dub its footage
+        return _animate_person(args)
     job = replace(AnimateJob(), size=args.size, frame=args.frame, fps=args.fps, seed=args.seed,
                   still=args.still, motion_scale=args.motion_scale, model=args.model,
                   style=args.style, motion=args.motion, motion_mode=args.motion_mode, voice=args.voice)
@@ -36,6 +40,21 @@ def _animate(args) -> None:
     print(f"wrote {args.output}: {stats['frames']} frames for {stats['duration_s']:.2f} s of speech "
           f"in {stats['total_s']:.2f} s (real-time factor {stats['total_s'] / max(stats['duration_s'], 1e-9):.2f}, "
           f"first frame after {stats['first_frame_s']:.2f} s)")
+
+
+def _animate_person(args) -> None:
+    from .person import DubJob, dub_video
+    from .person.train import progress_bar
+    defaults = vars(build_parser().parse_args(["animate", "-", "-o", "-"]))
+    portrait_only = [f"--{k.replace('_', '-')}" for k in PORTRAIT_ONLY if getattr(args, k) != defaults[k]]
+    if portrait_only:
+        raise ValueError(f"{', '.join(portrait_only)}: for a portrait only; a learned person "
+                         f"({args.portrait}) keeps its footage's size, framing and head motion "
+                         "(see 'puppetry dub --help' for its options)")
+    stats = dub_video(args.portrait, args.audio, args.output, replace(DubJob(), voice=args.voice),
+                      text=args.text, progress=progress_bar(), force=args.force)
+    print(f"wrote {args.output}: {args.portrait} saying {stats['duration_s']:.2f} s of speech "
+          f"({stats['frames']} frames) in {stats['total_s']:.2f} s")
 
 
 def _fit_style(args) -> None:
@@ -155,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(run=_render)
 
     a = sub.add_parser("animate", help="a talking video from a portrait and speech")
-    a.add_argument("portrait", help="photo of one face, or 'astronaut' for the bundled one")
+    a.add_argument("portrait", help="photo of one face, 'astronaut' for the bundled one, or a "
+                   "PERSON.puppet from 'puppetry learn' (the same as 'puppetry dub')")
     a.add_argument("audio", nargs="?", help="speech: wav, flac, mp3, ogg/opus, m4a/aac, or a video's audio track")
     a.add_argument("--text", help="say these words with the built-in offline voice instead of AUDIO")
     a.add_argument("--voice", default="espeak", help="TTS voice for --text: espeak (default), "

@@ -188,3 +188,58 @@ def test_training_stops_on_its_budget_and_keeps_the_best_weights():
     assert summary["steps"] == 3 * WINDOW and len(summary["curve"]) == 3
     assert summary["best_loss"] == min(loss for _, loss in summary["curve"])
     assert summary["best_step"] in [s for s, _ in summary["curve"]]
+
+
+def test_animate_takes_a_person_like_dub(talking, tmp_path):
+    _, puppet, _ = talking
+    wav = tmp_path / "new.wav"
+    sf.write(wav, speech(1.0), SAMPLE_RATE)
+    out = tmp_path / "animated.mp4"
+    assert main(["animate", str(puppet), str(wav), "-o", str(out)]) == 0
+    info = video_info(out)
+    assert info["n_frames"] == 25 and (info["width"], info["height"]) == (256, 256) and info["has_audio"]
+    assert main(["animate", str(puppet), str(wav), "-o", str(tmp_path / "x.mp4"), "--size", "384"]) == 1
+
+
+class _Mkdir:
+    """Unpickling this would run code (make a folder)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+        return os.mkdir, (str(self.path),)
+
+
+def test_a_puppet_file_runs_no_code(tmp_path):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.puppet"
+    torch.save({"kind": "puppetry.person", "version": 1, "style": _Mkdir(marker)}, evil)
+    with pytest.raises(PersonError, match="evil.puppet"):
+        load_person(evil)
+    assert not marker.exists()
+    broken = tmp_path / "broken.puppet"
+    torch.save({"kind": "puppetry.person", "version": 1, "dims": {}}, broken)
+    with pytest.raises(PersonError, match="damaged"):
+        load_person(broken)
+
+
+def test_demo_tab_dubs_an_uploaded_person(talking, tmp_path):
+    gr = pytest.importorskip("gradio")
+    from puppetry.ui import demo, tab_person
+    _, puppet, _ = talking
+    assert tab_person in demo.TABS
+    wav = tmp_path / "new.wav"
+    sf.write(wav, speech(0.8), SAMPLE_RATE)
+    video = tab_person.generate(str(puppet), str(wav), None)
+    assert video_info(video)["n_frames"] == 20
+    with pytest.raises(gr.Error, match="not both"):
+        tab_person.generate(str(puppet), str(wav), "hello")
+    with pytest.raises(gr.Error, match=".puppet"):
+        tab_person.generate(None, str(wav), None)
+    bad = tmp_path / "me.puppet"
+    bad.write_bytes(b"nothing")
+    with pytest.raises(gr.Error, match="me.puppet") as err:
+        tab_person.generate(str(bad), str(wav), None)
+    assert str(tmp_path) not in str(err.value)                     # no server paths on the page

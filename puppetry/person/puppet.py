@@ -38,6 +38,10 @@ from .train import network_input
 PUPPET_KIND = "puppetry.person"
 PUPPET_VERSION = 1
 MAX_PUPPET_BYTES = 50 * 1024 * 1024   # a .puppet file is meant to be shared: at most 50 MB
+# what torch.load may rebuild besides tensors (weights_only): numpy arrays of these dtypes
+SAFE_NUMPY = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.BoolDType,
+              np.dtypes.UInt8DType, np.dtypes.Int64DType, np.dtypes.Float32DType,
+              np.dtypes.Float64DType]
 
 
 class PersonError(ValueError):
@@ -141,8 +145,12 @@ def load_person(path) -> Person:
     if not path.is_file():
         raise PersonError(f"person file {path} not found: make one with "
                           "`puppetry learn VIDEO -o PERSON.puppet`")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+    if path.stat().st_size > MAX_PUPPET_BYTES:
+        raise PersonError(f"{path.name} is {path.stat().st_size / 2**20:.0f} MB: a .puppet file "
+                          f"is at most {MAX_PUPPET_BYTES / 2**20:.0f} MB; learn the person again")
+    try:   # tensors, numbers, strings and numpy arrays only: a .puppet from anyone runs no code
+        with torch.serialization.safe_globals(SAFE_NUMPY):
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds on a file that is not its own
         raise PersonError(f"{path.name} is not a readable .puppet file ({type(e).__name__}): "
                           "make one with `puppetry learn VIDEO -o PERSON.puppet`") from None
@@ -152,21 +160,25 @@ def load_person(path) -> Person:
     if data.get("version") != PUPPET_VERSION:
         raise PersonError(f"{path.name} is person version {data.get('version')!r}; this puppetry "
                           f"reads version {PUPPET_VERSION}: learn the person again")
-    dims = data["dims"]
-    net = MouthNet(NetDims(**{**dims, "channels": tuple(dims["channels"])}))
-    net.load_state_dict(data["weights"])
-    net.eval()
-    crop = data["crop"]
-    crop = C.CropConfig(**{**crop, "region": tuple(crop["region"])})
-    style = None
-    if data.get("style"):
-        s = data["style"]
-        style = Style(tuple(s["names"]), s["matrix"], s["bias"], fps=float(s["fps"]),
-                      source=str(s.get("source", "")), frames=int(s.get("frames", 0)),
-                      method=s.get("method", "ridge"))
-    png = np.frombuffer(data["reference"]["png"], np.uint8)
-    reference = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    meta = {k: v for k, v in data.items() if k not in (
-        "kind", "version", "dims", "crop", "identity", "style", "footage", "reference", "weights")}
-    return Person(net, crop, Identity.from_shape(data["identity"]), style, data["footage"],
-                  reference, int(data["reference"]["index"]), meta)
+    try:   # a file of the right kind whose parts are missing or malformed
+        dims = data["dims"]
+        net = MouthNet(NetDims(**{**dims, "channels": tuple(dims["channels"])}))
+        net.load_state_dict(data["weights"])
+        net.eval()
+        crop = data["crop"]
+        crop = C.CropConfig(**{**crop, "region": tuple(crop["region"])})
+        style = None
+        if data.get("style"):
+            s = data["style"]
+            style = Style(tuple(s["names"]), s["matrix"], s["bias"], fps=float(s["fps"]),
+                          source=str(s.get("source", "")), frames=int(s.get("frames", 0)),
+                          method=s.get("method", "ridge"))
+        png = np.frombuffer(data["reference"]["png"], np.uint8)
+        reference = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        meta = {k: v for k, v in data.items() if k not in (
+            "kind", "version", "dims", "crop", "identity", "style", "footage", "reference", "weights")}
+        return Person(net, crop, Identity.from_shape(data["identity"]), style, data["footage"],
+                      reference, int(data["reference"]["index"]), meta)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, cv2.error) as e:
+        raise PersonError(f"{path.name} is a damaged .puppet file ({type(e).__name__}: "
+                          f"{str(e)[:80]}): learn the person again") from None
