@@ -175,3 +175,30 @@ def test_cli_reenact(driver_video, clip, tmp_path):
     assert not expr.rotation.any() and np.all(expr.scale == 1)
     assert main(["reenact", "astronaut", str(driver_video), "-o", str(out), "--expression", "smile"]) == 1
     assert main(["reenact", "astronaut", str(driver_video), "-o", str(driver_video)]) == 1
+
+
+def test_relative_transfer_keeps_the_drivers_absolute_weights(frames, portrait):
+    """A driver filmed mid-word: its first frame's open jaw is not subtracted from the rest
+    (only the pose is relative); ``only="pose"`` keeps the source photo's own expression."""
+    from puppetry.drive.video import transfer
+    truth = known_motion()
+    start = 12                                          # the jaw ~0.5 open here
+    clip = track_clip(frames[start:], fps=FPS)
+    motion = transfer(clip, portrait)
+    jaw = motion.expression[:, INDEX["jawOpen"]]
+    assert jaw[0] > 0.25                                # open from the first frame on
+    assert np.corrcoef(jaw, truth.expression[start:, INDEX["jawOpen"]])[0, 1] > 0.8
+    np.testing.assert_allclose(motion.rotation[0], 0, atol=1.0)     # pose: relative
+    pose = transfer(clip, portrait, only="pose")
+    np.testing.assert_allclose(pose.expression, np.broadcast_to(portrait.expression, pose.expression.shape))
+
+
+def test_smooth_speech_keeps_syllables():
+    from puppetry.drive.video import smooth_speech
+    t = np.arange(100) / FPS
+    syllables = 0.3 * (0.5 - 0.5 * np.cos(2 * np.pi * 4.0 * t))[:, None]     # 4 Hz
+    out = smooth_speech(syllables)
+    assert out.shape == syllables.shape and int(np.argmax(out[:13, 0])) == int(np.argmax(syllables[:13, 0]))
+    assert np.ptp(out[10:90]) > 0.75 * np.ptp(syllables)                   # little smear
+    noise = np.random.default_rng(0).normal(0, 1, (400, 1))
+    assert smooth_speech(noise).std() < 0.7 * noise.std()                   # less jitter
