@@ -132,7 +132,8 @@ def _serve(args) -> None:
     serve(ServerConfig(host=args.host, port=args.port, size=args.size, fps=args.fps,
                        max_sessions=args.max_sessions,
                        token=args.token or os.environ.get("PUPPETRY_TOKEN") or None,
-                       allow_origins=tuple(args.allow_origin), idle_timeout_s=args.idle_timeout))
+                       allow_origins=tuple(args.allow_origin), idle_timeout_s=args.idle_timeout,
+                       person=args.person))
 
 
 def _verify(args) -> int:
@@ -265,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "page; repeat for more")
     s.add_argument("--idle-timeout", type=float, default=600.0,
                    help="seconds a session may send nothing before it ends (default 600; 0: never)")
+    s.add_argument("--person", help="a PERSON.puppet from 'puppetry learn': the avatar of every "
+                   "session (its footage, the lower face re-rendered; one session by default)")
     s.set_defaults(run=_serve)
 
     v = sub.add_parser("verify", help="does a video carry puppetry's AI-generated watermark?")

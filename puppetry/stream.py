@@ -138,13 +138,18 @@ class AvatarStream:
     work, which :meth:`next_frame` does.
     """
 
-    def __init__(self, portrait: Portrait, config: StreamConfig = StreamConfig(), expressions=None):
+    def __init__(self, portrait: Portrait | None, config: StreamConfig = StreamConfig(),
+                 expressions=None, renderer=None):
+        """renderer : anything with ``render_frame(DrivingFrame) -> uint8[size x size x 3]``
+        in place of the portrait's warp renderer (``person.live.LivePerson.session()``)."""
+        if portrait is None and renderer is None:
+            raise ValueError("an avatar stream needs a portrait (or a renderer)")
         if not 0.0 <= config.intensity <= 3.0:
             raise ValueError(f"intensity {config.intensity}: use 0 (closed) to 3")
         if not 1.0 <= config.fps <= 60.0:
             raise ValueError(f"fps {config.fps}: use 1 to 60 frames per second")
         self.config = config
-        self.renderer = WarpRenderer(portrait, config.renderer)
+        self.renderer = renderer or WarpRenderer(portrait, config.renderer)
         self.expressions = expressions or ExpressionStream.load(config.model, fps=config.fps)
         self.idle = IdleTrack(config.fps, config.seed, config.motion_scale, config.blink_rate)
         self.lookahead_s = float(self.expressions.lookahead_s)  # audio a frame waits for, s

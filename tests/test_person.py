@@ -243,3 +243,58 @@ def test_demo_tab_dubs_an_uploaded_person(talking, tmp_path):
     with pytest.raises(gr.Error, match="me.puppet") as err:
         tab_person.generate(str(bad), str(wav), None)
     assert str(tmp_path) not in str(err.value)                     # no server paths on the page
+
+
+def test_a_live_stream_shows_the_person(talking):
+    from puppetry.person.live import LivePerson
+    from puppetry.stream import AvatarStream, StreamConfig
+    _, puppet, _ = talking
+    shared = LivePerson(load_person(puppet), 128)                    # footage 256² -> 128²
+    assert shared.frames.shape == (N_FRAMES, 128, 128, 3)
+    live = AvatarStream(None, StreamConfig(size=128), renderer=shared.session())
+    live.push_audio(speech(1.0))
+    live.end_utterance()
+    frames = [live.next_frame() for _ in range(30)]
+    spoken = [f for f in frames if f.utterance is not None]
+    assert len(spoken) == 25
+    for t, f in enumerate(frames):
+        footage = shared.frames[shared.order[t]]
+        assert f.image.shape == (128, 128, 3)
+        np.testing.assert_array_equal(f.image[:40], footage[:40])  # above the mouth: the footage
+    assert any(np.abs(f.image.astype(int) - shared.frames[shared.order[f.index]]).max() > 10 for f in spoken)
+
+
+def test_serve_streams_the_person(talking):
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("websockets")
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from puppetry.client import AvatarClient
+    from puppetry.ui.server import ServerConfig, build_app, uvicorn_config
+    _, puppet, _ = talking
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = ServerConfig(port=port, size=128, person=str(puppet))
+    app = build_app(config)
+    assert app.state.server.max_sessions == 1
+    server = uvicorn.Server(uvicorn_config(app, config, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        with AvatarClient(f"ws://127.0.0.1:{port}/v1/stream") as c:
+            assert c.ready["portrait_id"] == "person" and c.ready["size"] == 128
+            c.send_audio(speech(0.4))
+            c.end()
+            frames = list(c.frames(until_utterance_end=True))
+        assert sum(f.utterance is not None for f in frames) == 10
+        assert frames[-1].image().shape == (128, 128, 3)
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -38,6 +38,7 @@ from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -53,6 +54,7 @@ from puppetry.stream import AvatarStream, StreamConfig, StreamFrame
 STATIC = Path(__file__).parent / "static"
 PROTOCOL = 2                      # bumped on incompatible changes to docs/streaming.md
 BUNDLED_ID = "astronaut"          # the bundled portrait, always available
+PERSON_ID = "person"              # the learned person of --person
 log = logging.getLogger("puppetry.serve")
 
 
@@ -81,6 +83,8 @@ class ServerConfig:
     idle_timeout_s: float = 600.0 # a session that sends nothing for this long ends (0: never)
     max_pending: int = 16         # connections waiting to start (they hold no session slot)
     drive_hold_s: float = 0.5     # a camera frame drives the face this long, then it idles
+    person: str | None = None     # a .puppet file: that learned person is every session's avatar
+                                  # (unless a session asks for a portrait)
 
 
 CATCH_UP_FRAMES = 5               # a session this many frames behind skips idle frames to catch up
@@ -272,6 +276,12 @@ class Server:
         self.own_origins = {f"{scheme}://{name}:{config.port}" for scheme in ("http", "https")
                             for name in {*LOOPBACK_NAMES, config.host}}
         self.allowed_origins = self.own_origins | {o.rstrip("/") for o in config.allow_origins}
+        self.person = None                             # LivePerson of --person, footage decoded once
+        if config.person:
+            from puppetry.person import load_person
+            from puppetry.person.live import LivePerson
+            self.person = LivePerson(load_person(config.person), config.size)
+            self.max_sessions = config.max_sessions or 1   # a neural frame costs ~a core's 40 ms
 
     # -- who may connect ----------------------------------------------------------------
     def refusal(self, headers, query) -> tuple[int, str] | None:
@@ -431,11 +441,15 @@ class Session:
                     raise ProtocolError("start: portrait must be a base64-encoded JPEG or PNG") from None
                 pid = await self.loop.run_in_executor(server.pool, server.add_portrait, data)
             else:
-                pid = msg.get("portrait_id", BUNDLED_ID)
+                pid = msg.get("portrait_id", PERSON_ID if server.person else BUNDLED_ID)
                 if not isinstance(pid, str):
                     raise ProtocolError("start: portrait_id must be a string")
-            portrait = await self.loop.run_in_executor(server.pool, server.portrait, pid)
-            self.avatar = await self.loop.run_in_executor(server.pool, AvatarStream, portrait, cfg)
+            if pid == PERSON_ID and server.person is not None:     # the learned person
+                self.avatar = await self.loop.run_in_executor(
+                    server.pool, partial(AvatarStream, None, cfg, renderer=server.person.session()))
+            else:
+                portrait = await self.loop.run_in_executor(server.pool, server.portrait, pid)
+                self.avatar = await self.loop.run_in_executor(server.pool, AvatarStream, portrait, cfg)
         except BaseException:
             server.sessions -= 1
             server.pending += 1
@@ -819,7 +833,8 @@ def build_app(config: ServerConfig = ServerConfig(), driver=None):
         return JSONResponse({"sessions": server.sessions, "max_sessions": server.max_sessions,
                              "pending": server.pending, "size": config.size, "fps": config.fps,
                              "protocol": PROTOCOL, "max_upload_mb": config.max_upload_mb,
-                             "token": bool(config.token)})
+                             "token": bool(config.token),
+                             "person": Path(config.person).name if config.person else None})
 
     async def portraits(request: Request):
         refused = server.refusal(request.headers, request.query_params)
