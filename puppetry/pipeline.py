@@ -261,22 +261,31 @@ def reenact_video(source_path, driver_path, out_path, job: ReenactJob = ReenactJ
     from .io import video_info
 
     t0 = time.perf_counter()
-    # 1. cheap checks first: the output can be written and is not an input
+    # 1. cheap checks first: the output can be written and is not an input, the driver a video
     inputs = [p for p in (source_path, driver_path) if Path(str(p)).is_file()]
     check_video_path(out_path)
     check_output(out_path, inputs, force=force)
     if job.audio not in ("keep", "none"):
         raise ValueError(f"audio={job.audio!r}: use 'keep' (the driver's) or 'none'")
-    # 2. the driver: tracked, its motion relative to its first frame
-    clip = track_clip(driver_path)
-    # 3. the source portrait: read, track, segment, fit
-    portrait = load_portrait(source_path, size=job.size, frame=job.frame)
+    info = video_info(driver_path)
+    # 2. the driver tracked beside 3. the source portrait (read, track, segment, fit) and
+    #    its renderer (torch loads meanwhile)
+    from .render.warp import WarpRenderer
+    with beside() as helper:
+        tracking = helper.submit(track_clip, driver_path)
+        try:
+            portrait = load_portrait(source_path, size=job.size, frame=job.frame)
+            renderer = WarpRenderer(portrait, job.renderer)
+        except BaseException:
+            tracking.cancel()
+            raise
+        clip = tracking.result()
     motion = transfer(clip, portrait, mode=job.mode, only=job.only, expression=dict(job.expression))
     t1 = time.perf_counter()
     # 4. render and encode at the driver's fps, with its audio
-    audio = driver_path if job.audio == "keep" and video_info(driver_path)["has_audio"] else None
-    write_video(out_path, render(portrait, motion, job.renderer, lend=True), fps=clip.fps,
-                audio=audio, inputs=inputs, force=force)
+    audio = driver_path if job.audio == "keep" and info["has_audio"] else None
+    frames = frames_in_workers(renderer.render_frame, motion, renderer.size, lend=True)
+    write_video(out_path, frames, fps=clip.fps, audio=audio, inputs=inputs, force=force)
     t2 = time.perf_counter()
     return {"frames": len(motion), "duration_s": motion.duration, "track_prepare_s": t1 - t0,
             "render_encode_s": t2 - t1, "total_s": t2 - t0, "lost": int((~clip.valid).sum())}

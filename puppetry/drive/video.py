@@ -21,7 +21,7 @@ The tracking loop (one, shared by ``track_clip``, ``FaceDriver`` and the person-
    expression.
 4. Fit every kept frame (``face.fitting.ExpressionFitter``, all ARKit names that move the
    mesh): rigid pose, scale, translation and bounded weights; each frame starts from the
-   one before (``VIDEO_ITERATIONS`` Gauss-Newton steps).
+   one before (at most ``VIDEO_ITERATIONS`` Gauss-Newton steps).
 5. Channels, relative to the first kept frame (X2Face's relative motion): rotation
    ``R_t R_0ᵀ`` as (yaw, pitch, roll); translation the shift of the renderer's pivot
    (``RenderConfig.pivot``) in face widths of the first frame; scale ``s_t / s_0``; gaze
@@ -48,13 +48,15 @@ import numpy as np
 from ..expression.arkit import INDEX, N_EXPRESSIONS
 from ..face import mesh as M
 from ..face.blendshapes import GAZE_IOD
-from ..face.fitting import ExpressionFitter, Fit, Identity
+from ..face.fitting import STEP_TOL, ExpressionFitter, Fit, Identity
 from ..face.pose import euler_angles
 from ..render.config import RenderConfig
 from .frames import DrivingFrame, Motion
 
 NEUTRAL_SHARE = 0.1       # fraction of kept frames (smallest lip opening) that make the identity
-VIDEO_ITERATIONS = 3      # Gauss-Newton steps per frame when starting from the frame before
+VIDEO_ITERATIONS = 2      # Gauss-Newton steps per frame at most when starting from the frame
+                          # before (fewer once a step is below fitting.STEP_TOL; 1, 2 and 3
+                          # gave the same weights to 1e-3 on the tuning clip)
 LIVE_ITERATIONS = 2       # ... for live driving
 BLUR_SHARE = 0.3          # a face box sharper than this share of the clip's median is kept
 BLUR_WIDTH_PX = 128       # face boxes are compared for sharpness at this width
@@ -228,8 +230,7 @@ def driving_prior(fps: float = 25.0) -> np.ndarray:
     (``style.reference_statistics``; the opening of the lips goes to the jaw unless they
     clearly move on their own), the other mouth, cheek and nose shapes ``OTHER_MOUTH_STD``
     (seldom used), eyes and brows ``fitting.PRIOR_STD`` (blinks, raised brows)."""
-    from ..expression.arkit import ARKIT_NAMES
-    from ..expression.model import SPEECH_NAMES
+    from ..expression.arkit import ARKIT_NAMES, SPEECH_NAMES
     from ..expression.style import MIN_STD, reference_statistics
     from ..face.fitting import PRIOR_STD
 
@@ -370,7 +371,8 @@ def track_clip(source, *, fps: float | None = None, progress: Callable | None = 
     ref = last = None
     for i in np.flatnonzero(valid):
         lm = landmarks[i]
-        fit = fitter.fit(lm) if last is None else fitter.fit(lm, start=last, iterations=VIDEO_ITERATIONS)
+        fit = fitter.fit(lm) if last is None else \
+            fitter.fit(lm, start=last, iterations=VIDEO_ITERATIONS, tol=STEP_TOL)
         turn = 0.0 if last is None else _angle_between(fit.rotation, last.rotation)
         if fit.residual > MAX_RESIDUAL_IOD or turn > MAX_TURN_DEG:
             valid[i] = False
@@ -464,7 +466,8 @@ class FaceDriver:
         if self._last is None:
             fit = self._fitter.fit(lm)
         else:
-            fit = self._fitter.fit(lm, start=self._last, iterations=LIVE_ITERATIONS)
+            fit = self._fitter.fit(lm, start=self._last, iterations=LIVE_ITERATIONS,
+                                            tol=STEP_TOL)
             if fit.residual > MAX_RESIDUAL_IOD or \
                     _angle_between(fit.rotation, self._last.rotation) > MAX_TURN_DEG:
                 return None

@@ -30,6 +30,15 @@ ARKIT_NAMES: tuple[str, ...] = (
 N_EXPRESSIONS = len(ARKIT_NAMES)  # 52
 INDEX: dict[str, int] = {name: i for i, name in enumerate(ARKIT_NAMES)}
 
+# The shapes speech moves (the rest come from idle motion, blinks and the user).
+SPEECH_NAMES: tuple[str, ...] = (
+    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthStretchLeft",
+    "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthUpperUpLeft",
+    "mouthUpperUpRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthSmileLeft",
+    "mouthSmileRight", "mouthPressLeft", "mouthPressRight", "mouthShrugLower",
+    "mouthShrugUpper", "tongueOut",
+)
+
 
 def check_name(name: str, where: str = "expression") -> int:
     """Index of an ARKit name, or a ValueError that suggests the closest valid names."""

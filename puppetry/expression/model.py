@@ -25,16 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .arkit import ARKIT_NAMES, INDEX
-
-# The shapes speech moves (the rest come from idle motion, blinks and the user).
-SPEECH_NAMES = (
-    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthStretchLeft",
-    "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthUpperUpLeft",
-    "mouthUpperUpRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthSmileLeft",
-    "mouthSmileRight", "mouthPressLeft", "mouthPressRight", "mouthShrugLower",
-    "mouthShrugUpper", "tongueOut",
-)
+from .arkit import ARKIT_NAMES, INDEX, SPEECH_NAMES  # noqa: F401  (SPEECH_NAMES re-exported)
 
 
 @dataclass

@@ -47,8 +47,7 @@ import numpy as np
 from ..drive.frames import FPS
 from ..drive.video import NEUTRAL_SHARE, neutral_identity  # noqa: F401  (re-exported)
 from ..face.fitting import Identity
-from .arkit import INDEX, N_EXPRESSIONS, check_name
-from .model import SPEECH_NAMES
+from .arkit import INDEX, N_EXPRESSIONS, SPEECH_NAMES, check_name
 
 STYLE_VERSION = 1  # file format version
 METHODS = ("ridge", "statistics")

@@ -47,6 +47,7 @@ HEAD_TO_IMAGE = np.diag([1.0, -1.0, -1.0])  # head axes (y up, z to camera) in i
 N_POSE = 7  # pose correction unknowns: rotation (3), scale (1), translation (3)
 POSE_DAMPING = 1e-3  # ridge on each pose step (keeps depth translation defined when z is ignored)
 QP_STEPS = 60  # active-set steps of the bounded solve before falling back to scipy's BVLS
+STEP_TOL = 1e-3  # a Gauss-Newton step below this (weights, radians, relative scale) ends the fit
 
 
 @dataclass(frozen=True)
@@ -163,10 +164,12 @@ class ExpressionFitter:
         return fit.angles, fit.weights
 
     def fit(self, landmarks: np.ndarray, *, start: "Fit | None" = None,
-            iterations: int = ITERATIONS) -> "Fit":
+            iterations: int = ITERATIONS, tol: float | None = None) -> "Fit":
         """landmarks : float[>=468 x 3] pixels -> the full :class:`Fit` (pose, weights,
         residual). ``start``: the previous frame's fit, to begin from (a video: a couple
-        of ``iterations`` then suffice)."""
+        of ``iterations`` then suffice). ``tol``: stop before ``iterations`` once a step
+        changes no weight, no rotation (radians) and not the scale by more than this
+        (``STEP_TOL``: from the frame before, one step usually settles it)."""
         lm = np.asarray(landmarks, np.float64)
         if lm.ndim != 2 or lm.shape[0] < 468 or lm.shape[1] != 3 or not np.all(np.isfinite(lm)):
             raise ValueError(f"landmarks have shape {lm.shape}: pass finite float[478 x 3] "
@@ -199,10 +202,13 @@ class ExpressionFitter:
             b = (target * weight).reshape(-1)
             # the normal equations of |aᵀx - b|² + |prior x|², bounded (_box_qp)
             x = _box_qp(a @ a.T + ridge, a @ b, lower, upper, guess=x)
+            change = max(float(np.abs(x[:k] - w).max(initial=0.0)), float(np.abs(x[k:k + 4]).max()))
             w = x[:k]
             rot = _rodrigues(x[k:k + 3]) @ rot
             s *= 1 + x[k + 3]
             t = t + x[k + 4:]
+            if tol is not None and change < tol:
+                break
         weights = np.zeros(N_EXPRESSIONS, np.float32)
         weights[self.columns] = np.clip(w, 0.0, 1.0)
         model = s * (self.shape + np.einsum("k,kvc->vc", w, self.basis)) @ rot.T + t
