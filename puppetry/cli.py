@@ -68,15 +68,20 @@ def _fit_style(args) -> None:
 
 def _track(args) -> None:
     import json
-    from .drive.motion import motion_to_json
+    from pathlib import Path
     from .drive.video import track_clip
     from .io import check_output, write_text
-    check_output(args.output, [args.video], force=args.force)   # before tracking
+    outputs = [args.output] + ([args.csv] if args.csv else [])
+    if args.csv and Path(args.csv).resolve() == Path(args.output).resolve():
+        raise ValueError(f"--csv {args.csv} is also -o: give the CSV its own name")
+    for out in outputs:                                          # before tracking
+        check_output(out, [args.video], force=args.force)
     clip = track_clip(args.video)
-    write_text(args.output, json.dumps(motion_to_json(clip.motion)), force=args.force)
-    lost = int((~clip.valid).sum())
-    print(f"wrote {args.output}: {len(clip)} frames at {clip.fps:g} frames/s, face lost in "
-          f"{lost} (bridged)")
+    for k, out in enumerate(outputs):
+        as_csv = k == 1 or Path(out).suffix.lower() == ".csv"
+        write_text(out, clip.to_csv() if as_csv else json.dumps(clip.to_json()), force=args.force)
+    print(f"wrote {' and '.join(outputs)}: {len(clip)} frames at {clip.fps:g} frames/s, face "
+          f"lost in {len(clip.lost)} (bridged, listed as \"lost\")")
 
 
 def _reenact(args) -> None:
@@ -204,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("track", help="facial motion capture: a video -> a motion file for render --motion")
     t.add_argument("video", help="a video of one face")
-    add_output(t, "motion file, .json (pose, gaze and the 52 ARKit weights per frame)")
+    add_output(t, "motion file, .json (pose, gaze and the 52 ARKit weights per frame); "
+                  "a name ending in .csv writes the CSV instead")
+    t.add_argument("--csv", metavar="CSV", help="also write the curves as CSV: frame, time, lost, "
+                   "yaw, pitch, roll, tx, ty, scale, gaze_h, gaze_v, the 52 ARKit names")
     t.set_defaults(run=_track)
 
     e = sub.add_parser("reenact", help="a photo driven by a video of anyone (head and expression)")

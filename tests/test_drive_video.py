@@ -202,3 +202,35 @@ def test_smooth_speech_keeps_syllables():
     assert np.ptp(out[10:90]) > 0.75 * np.ptp(syllables)                   # little smear
     noise = np.random.default_rng(0).normal(0, 1, (400, 1))
     assert smooth_speech(noise).std() < 0.7 * noise.std()                   # less jitter
+
+
+def test_cli_track_marks_lost_frames_in_json_and_csv(frames, tmp_path):
+    import csv
+    import json
+    from puppetry.cli import main
+    from puppetry.drive.motion import MotionError, load_motion, parse_motion
+    from puppetry.expression.arkit import ARKIT_NAMES
+    from puppetry.io import write_video
+    lost = [20, 21, 22]
+    blank = np.full_like(frames[0], 128)
+    video = write_video(tmp_path / "lost.mp4", [blank if i in lost else f for i, f in enumerate(frames)], FPS)
+    out, table = tmp_path / "motion.json", tmp_path / "motion.csv"
+    assert main(["track", str(video), "-o", str(out), "--csv", str(table)]) == 0
+    data = json.loads(out.read_text())
+    assert set(lost) <= set(data["lost"]) and len(data["lost"]) <= len(lost) + 1
+    motion = load_motion(out)                                # the reader passes over "lost"
+    assert len(motion) == N and np.all(np.isfinite(motion.rotation))
+    rows = list(csv.reader(table.open()))
+    assert rows[0][:3] == ["frame", "time", "lost"] and rows[0][-52:] == list(ARKIT_NAMES)
+    assert len(rows) == N + 1 and all(len(r) == len(rows[0]) for r in rows)
+    flagged = [int(r[0]) for r in rows[1:] if r[2] == "1"]
+    assert flagged == data["lost"]
+    yaw = np.array([float(r[3]) for r in rows[1:]])
+    np.testing.assert_allclose(yaw, motion.rotation[:, 0], atol=1e-4)  # the same curves
+    assert float(rows[2][1]) == pytest.approx(1 / FPS)
+    only_csv = tmp_path / "only.csv"                          # -o NAME.csv: the CSV instead
+    assert main(["track", str(video), "-o", str(only_csv)]) == 0
+    assert only_csv.read_text().startswith("frame,time,lost,yaw")
+    assert main(["track", str(video), "-o", str(out), "--csv", str(out), "--force"]) == 1
+    with pytest.raises(MotionError, match="lost"):
+        parse_motion('{"fps": 25, "frames": [{"t": 0}], "lost": [-1]}')

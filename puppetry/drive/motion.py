@@ -20,6 +20,9 @@ A motion file is JSON with keyframes in seconds::
   keyframes this is smoothstep.
 - Values outside ``POSE_LIMITS`` / ``EXPRESSION_RANGE`` are clipped with one warning per
   field; anything else that is wrong raises :class:`MotionError` naming the file and the fix.
+- ``"lost"`` (optional, written by ``puppetry track``): the frame numbers where the face
+  was lost and its values bridged from the frames around; read past (the bridged values
+  are used), so a tracked file renders as it is.
 - A file over ``limits.MAX_MOTION_BYTES``, with more than ``limits.MAX_KEYFRAMES``
   keyframes, lasting over ``limits.MAX_VIDEO_S`` or making over ``limits.MAX_FRAMES``
   frames raises :class:`~puppetry.limits.LimitError` before any big allocation.
@@ -53,7 +56,7 @@ POSE_LIMITS: dict[str, tuple[float, float]] = {
 }
 EXPRESSION_RANGE = (0.0, 1.0)  # ARKit weights
 
-TOP_KEYS = ("fps", "frames")
+TOP_KEYS = ("fps", "frames", "lost")   # "lost": frames where `track` lost the face (ignored)
 FRAME_KEYS = ("t", "yaw", "pitch", "roll", "tx", "ty", "scale", "gaze", "expression")
 PRESETS = ("nod", "shake", "smile", "blink", "talk-idle")
 
@@ -123,6 +126,11 @@ def parse_motion(text: str, *, source: str = "MOTION.json") -> Motion:
         raise MotionError(f"{source}: 'frames' must be a non-empty list of keyframes "
                           f'like {{"t": 0.0, "yaw": 10}}')
     limits.check_keyframes(len(frames), source)
+    lost = data.get("lost", [])   # written by `puppetry track`: informative, bridged there
+    if not isinstance(lost, list) or len(lost) > limits.MAX_FRAMES or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in lost):
+        raise MotionError(f"{source}: 'lost' must be a list of frame numbers (integers >= 0), "
+                          "the frames where `puppetry track` lost the face; or leave it out")
 
     # 2. Keyframe times: numbers >= 0, all different; sorted.
     keyed = []

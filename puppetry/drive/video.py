@@ -78,6 +78,7 @@ SPEECH = np.array([8 + INDEX[n] for n in INDEX if n.startswith(("jaw", "mouth"))
 # frame-to-frame jitter; a three-frame blink keeps 90 % of its peak, in place.
 NOISE_UNITS = np.r_[np.full(3, 0.3), np.full(2, 0.003), 0.005, np.full(2, 0.03),
                     np.full(N_EXPRESSIONS, 0.03)]
+CSV_POSE = ("yaw", "pitch", "roll", "tx", "ty", "scale", "gaze_h", "gaze_v")  # TrackedClip.to_csv
 MIN_CUTOFF_HZ = 1.0       # cut-off of a still channel
 BETA = 0.2                # cut-off rise per noise unit/s of speed
 D_CUTOFF_HZ = 1.0         # cut-off of the speed estimate
@@ -120,6 +121,33 @@ class TrackedClip:
     def first_valid(self) -> int:
         """Index of the first valid frame (the motion's reference)."""
         return int(np.argmax(self.valid))
+
+    @property
+    def lost(self) -> list[int]:
+        """Frame numbers where the face was lost (or rejected) and bridged."""
+        return [int(i) for i in np.flatnonzero(~self.valid)]
+
+    def to_json(self) -> dict:
+        """The motion file ``render --motion`` reads (``drive.motion``), with ``"lost"``:
+        the bridged frames, which the reader passes over."""
+        from .motion import motion_to_json
+        return {**motion_to_json(self.motion), "lost": self.lost}
+
+    def to_csv(self) -> str:
+        """One row per frame: ``frame, time`` (s), ``lost`` (1 where bridged), ``yaw, pitch,
+        roll`` (degrees, relative to the first valid frame), ``tx, ty`` (face widths),
+        ``scale``, ``gaze_h, gaze_v``, then the 52 ARKit weights by name (0..1)."""
+        import csv
+        import io
+        from ..expression.arkit import ARKIT_NAMES
+        m, buf = self.motion, io.StringIO()
+        out = csv.writer(buf, lineterminator="\n")
+        out.writerow(["frame", "time", "lost", *CSV_POSE, *ARKIT_NAMES])
+        num = lambda x: format(round(float(x), 6) + 0.0, ".6g")     # + 0.0: no "-0"
+        for i in range(len(m)):
+            values = [*m.rotation[i], *m.translation[i], m.scale[i], *m.gaze[i], *m.expression[i]]
+            out.writerow([i, num(i / m.fps), int(not self.valid[i]), *map(num, values)])
+        return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------
