@@ -33,7 +33,7 @@ from puppetry.expression.export import read_curves
 from puppetry.pipeline import AnimateJob, animate_video
 from puppetry.portrait import BUNDLED, bundled_portrait
 from puppetry.tts import installed_voices
-from puppetry.ui import tab_person   # a tab; it uses this module's helpers at call time
+from puppetry.ui import tab_drive, tab_person   # tabs; they use this module's helpers at call time
 
 MB = limits.MB                                           # bytes
 MAX_IMAGE_MB = limits.SERVICE_MAX_IMAGE_BYTES // MB      # portrait upload (puppetry/limits.py)
@@ -46,7 +46,7 @@ PLOTTED = ("jawOpen", "mouthClose", "mouthFunnel", "eyeBlinkLeft")  # curves dra
 KEEP_S = 3600               # request folders (and Gradio's copies) older than this are removed
 WORK = Path(tempfile.gettempdir()) / "puppetry-demo"
 SPEECH_EXAMPLE = Path(puppetry.assets.__file__).parent / "speech_en.ogg"  # the bundled speech
-TABS: tuple = (tab_person,)   # modules with build(): a tab each, after the first
+TABS: tuple = (tab_person, tab_drive)   # modules with build(): a tab each, after the first
 TEXT_EXAMPLE = "Hello! I was a still photo a moment ago. Now I can say anything you type."
 
 
