@@ -171,9 +171,9 @@ def iter_audio(path: PathLike, chunk_s: float = CHUNK_S, *,
     """Decode ``path`` to mono 16 kHz, yielding ``float32[n]`` chunks of ``chunk_s`` seconds.
 
     Every chunk but the last holds exactly ``round(chunk_s * SAMPLE_RATE)`` samples, in
-    -1..1 (resampling can overshoot a full-scale click a little). Only one chunk (plus
-    one decoded packet) is in memory at a time. The file is opened and checked before
-    this returns, so a missing, unreadable or cut-off (Ogg) file, or one whose header
+    -1..1 (samples beyond full scale, which float files can hold, are clipped). Only one
+    chunk (plus one decoded packet) is in memory at a time. The file is opened and checked
+    before this returns, so a missing, unreadable or cut-off (Ogg) file, or one whose header
     states more than ``limits.MAX_SPEECH_S`` seconds (``SERVICE_MAX_SPEECH_S`` with
     ``service``, for a request to the demo or server), raises
     :class:`AudioError` / :class:`~puppetry.limits.LimitError` here, not at the first
@@ -255,6 +255,7 @@ def iter_audio(path: PathLike, chunk_s: float = CHUNK_S, *,
             at = (start + int(np.argmin(np.isfinite(buf)))) / SAMPLE_RATE
             raise AudioError(f"{name} is corrupt: NaN or infinite samples from {at:.2f} s: "
                              f"export it again as 16-bit PCM or a compressed format")
+        np.clip(buf, -1.0, 1.0, out=buf)   # a float file may hold 1e30: full scale is 1
 
     def _over_limit(seconds: float) -> None:
         limits.check_speech(seconds, f"{name} (decoded so far)", service=service)

@@ -82,6 +82,8 @@ def load_image(path: PathLike) -> np.ndarray:
             with Image.open(path) as im:
                 limits.check_pixels(im.width, im.height, str(path))  # from the header
                 im.load()  # decode now so that truncated or corrupt data fails here
+                if _is_animated(im):
+                    warnings.warn(f"{path.name} is animated: its first frame is used")
                 return _to_rgb(ImageOps.exif_transpose(im))
     except limits.LimitError as e:
         raise ImageError(str(e)) from None
@@ -93,6 +95,15 @@ def load_image(path: PathLike) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying "corrupt"
         reason = str(e) or type(e).__name__
     raise ImageError(f"{path} is not a readable image ({reason}): use a JPEG or PNG photo")
+
+
+def _is_animated(im: Image.Image) -> bool:
+    """Whether an image file holds more frames than the first (read up to the second only)."""
+    try:
+        return bool(getattr(im, "is_animated", False))     # PIL seeks back to frame 0
+    except (OSError, EOFError, ValueError, SyntaxError):   # a broken second frame: not used
+        im.seek(0)
+        return False
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

@@ -16,7 +16,8 @@ import numpy as np
 from .expression.arkit import INDEX, N_EXPRESSIONS
 from .face.blendshapes import blendshape_basis, close_lips
 from .face.mesh import HeadFrame, head_frame, interocular
-from .face.tracker import Face, FaceNotFoundError, detect_face, detect_upright_face, segment_person
+from .face.tracker import (MIN_FACE_PX, Face, FaceNotFoundError, detect_face, detect_upright_face,
+                           segment_person)
 from .io import load_image
 
 WORK_PX = 1280        # long side at which a large photo is searched for its face
@@ -106,6 +107,9 @@ def load_portrait(source, *, size: int = 512, frame: str = "crop") -> Portrait:
 
     # 1. find the face at a working resolution, in photo coordinates; a photo whose face
     #    lies on its side or upside down is turned upright first
+    if min(rgb.shape[:2]) < MIN_FACE_PX:
+        raise FaceNotFoundError(f"{name} is only {rgb.shape[1]} x {rgb.shape[0]} px: no face "
+                                f"{MIN_FACE_PX} px wide fits in it; use a larger photo")
     k = min(1.0, WORK_PX / max(rgb.shape[:2]))
     work = cv2.resize(rgb, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else rgb
     turns, face = detect_upright_face(work, name)

@@ -257,6 +257,41 @@ def test_speech_sent_in_20ms_chunks_as_fast_as_possible_keeps_every_frame(server
     assert frames[0].latency_ms is not None
 
 
+def test_text_being_synthesised_never_stalls_a_face():
+    """While a text is synthesised (held here for as long as the test likes), the face that
+    asked for it and every other session keep getting idle frames; then it is spoken."""
+    import threading
+    gate = threading.Event()
+
+    class HeldVoice:                    # stands in for the speech process
+        def start(self):
+            pass
+
+        def close(self):
+            gate.set()
+
+        def __call__(self, words):
+            assert gate.wait(120)
+            return speech_like(1.0)
+
+    running = Running(max_sessions=2)
+    shared = running.app.state.server
+    voice, shared.speech = shared.speech, HeldVoice()
+    try:
+        with AvatarClient(running.url) as asking, AvatarClient(running.url) as other:
+            asking.say("Words that take a long time to synthesise.")
+            for c in (asking, other):
+                idle = [c.receive(timeout=20) for _ in range(int(2 * FPS))]
+                frames = [f for f in idle if isinstance(f, Frame)]
+                assert len(frames) >= 2 * FPS - 2 and all(f.utterance is None for f in frames)
+            gate.set()
+            assert len(speech_frames(asking)) == round(1.0 * FPS)
+    finally:
+        gate.set()
+        running.stop()
+        voice.close()
+
+
 def test_a_reset_drops_a_text_still_being_synthesised(server):
     pytest.importorskip("espeakng_loader")
     with AvatarClient(server.url) as c:

@@ -21,6 +21,7 @@ MIN_FACE_PX = 80        # faces narrower than this (pixels) are refused
 MAX_FACES = 4           # faces looked for; the largest is used
 UPRIGHT_CROP = 1.6      # side of the square scored for uprightness, in face-box sides
 UPRIGHT_MARGIN = 0.05   # detector score by which a turned face must beat the photo as it is
+UPRIGHT_SURE = 0.8      # a face scored this upright ends the search (upright faces: 0.87-0.95)
 
 
 class FaceNotFoundError(ValueError):
@@ -163,35 +164,34 @@ def detect_upright_face(rgb: np.ndarray, name: str = "image",
             upright, and ``face`` is tracked on that turned image (its pixels)
 
     Face Mesh fits an upright face wherever it finds one: a photo on its side gives a mesh
-    rolled by 90 degrees, an upside-down one a mesh that looks upright but is not. So the
-    face's surroundings are scored in all four turns by MediaPipe's face detector, which
-    scores upright faces highest; a turn that beats the photo as it is by
-    ``UPRIGHT_MARGIN`` is taken (:func:`detect_face` errors and warnings otherwise). A
-    face found only once turned is found too.
+    rolled by 90 degrees, an upside-down one a mesh that looks upright but is not (or one
+    fitted to the clothes). So the surroundings of every face found are scored in all four
+    turns by MediaPipe's face detector, which scores upright faces highest. Unless one
+    scores ``UPRIGHT_SURE``, the photo is searched turned too (a face may be found only
+    then). The best-scoring turn is taken if it beats the best reading with no turn by
+    ``UPRIGHT_MARGIN``. Errors and warnings are those of :func:`detect_face` on the turned
+    photo.
     """
     tracker = tracker or _shared_tracker()
-    turned = 0
-    try:
-        face = detect_face(rgb, name, tracker)
-    except FaceNotFoundError as err:
-        for k in (1, 3, 2):      # a face on its side or upside down may be found only turned
-            try:
-                face, turned = detect_face(np.ascontiguousarray(np.rot90(rgb, k)), name, tracker), k
-                break
-            except FaceNotFoundError:
-                continue
-        else:
-            raise err from None
-    k = (turned + upright_turns(np.rot90(rgb, turned), face.box)) % 4
-    if k != turned:
-        face = detect_face(np.ascontiguousarray(np.rot90(rgb, k)), name, tracker)
-    return k, face
+    found: list[tuple[float, int]] = []     # (detector score, quarter turns from rgb)
+    for turned in (0, 1, 3, 2):
+        shown = np.ascontiguousarray(np.rot90(rgb, turned))
+        for face in _faces_anywhere(shown, tracker):
+            scores = _turn_scores(shown, face.box)
+            found += [(score, (turned + k) % 4) for k, score in enumerate(scores)]
+        if found and max(found)[0] >= UPRIGHT_SURE:
+            break
+    turns = 0
+    if found:
+        score, k = max(found)
+        if score > max((s for s, t in found if t == 0), default=0.0) + UPRIGHT_MARGIN:
+            turns = k
+    return turns, detect_face(np.ascontiguousarray(np.rot90(rgb, turns)), name, tracker)
 
 
-def upright_turns(rgb: np.ndarray, box: tuple[float, float, float, float]) -> int:
-    """Quarter turns (``np.rot90``'s k, 0..3) that put the face in ``box`` upright: the
-    turn of a square around it (``UPRIGHT_CROP`` box sides) that the short-range face
-    detector scores highest, if it beats no turn by ``UPRIGHT_MARGIN``; else 0."""
+def _turn_scores(rgb: np.ndarray, box: tuple[float, float, float, float]) -> list[float]:
+    """The short-range face detector's best score (0 if none) on a square around ``box``
+    (``UPRIGHT_CROP`` box sides) turned by 0..3 quarter turns (``np.rot90``'s k)."""
     x0, y0, x1, y1 = box
     side = max(8, int(UPRIGHT_CROP * max(x1 - x0, y1 - y0)))
     to_crop = np.array([[1, 0, side / 2 - (x0 + x1) / 2], [0, 1, side / 2 - (y0 + y1) / 2]])
@@ -203,8 +203,7 @@ def upright_turns(rgb: np.ndarray, box: tuple[float, float, float, float]) -> in
     for k in range(4):
         found = _local.near_detector.process(np.ascontiguousarray(np.rot90(crop, k))).detections or []
         scores.append(max((d.score[0] for d in found), default=0.0))
-    best = int(np.argmax(scores))
-    return best if scores[best] > scores[0] + UPRIGHT_MARGIN else 0
+    return scores
 
 
 _local = threading.local()
