@@ -19,6 +19,7 @@ from . import mesh as M
 JAW_OPEN_RAD = 0.6           # jaw rotation at jawOpen = 1 (about 34°: a fully open jaw, as ARKit)
 BLINK_UPPER_SHARE = 0.85     # share of the lid closure done by the upper lid
 BLINK_LOWER_SHARE = 0.25     # ... and by the lower lid: the lids overlap a little, no slit
+CORNER_IOD = 0.12            # how far along the upper lip a mouth corner's drop with the jaw spreads
 GAZE_IOD = 0.09              # iris shift at full eyeLook, in IOD
 
 
@@ -139,6 +140,11 @@ def blendshape_basis(shape: np.ndarray) -> np.ndarray:
     depth_below = np.clip((line - S[:, 1]) / 0.4, 0, 1)
     below[il] = 1.0
     jaw_w = below * (0.35 + 0.65 * lateral) * (taper + (1 - taper) * depth_below)
+    # the mouth's corners go down with the jaw part of the way; the upper lip beside them
+    # follows them a little, so the opening ends in a rounded corner, not a hook
+    for corner in (78, 308):
+        near = np.exp(-0.5 * (np.linalg.norm(S - S[corner], axis=1) / CORNER_IOD) ** 2)
+        jaw_w = np.maximum(jaw_w, (1 - below) * jaw_w[corner] * near)
     lower_lip = below * _blob(S, mouth_c, 0.35)          # lips and skin just below them
     upper_lip = (1 - below) * _blob(S, mouth_c + [0, 0.08, 0], 0.3)
     mouth = _blob(S, mouth_c, 0.4)

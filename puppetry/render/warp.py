@@ -26,7 +26,7 @@ from ..face.pose import rotation_matrix
 from ..portrait import Portrait
 from .config import RenderConfig  # noqa: F401  (re-exported: puppetry.render.warp.RenderConfig)
 from .fill import pull_push
-from .mouth import UPPER_TEETH_BELOW_IOD, MouthPalette, draw_mouth
+from .mouth import UPPER_TEETH_BELOW_IOD, MouthPalette, draw_mouth, shown_teeth
 from .raster import rasterize
 
 MOUTH_LOOP = M.closed_loop(M.LIP_INNER_UPPER, M.LIP_INNER_LOWER)   # 20 vertices
@@ -35,7 +35,11 @@ EYE_LOOPS = (M.closed_loop(M.EYE_RIGHT_UPPER, M.EYE_RIGHT_LOWER),  # 16 each
 N_MESH = 468
 MIN_FLOW_PX = 0.25        # flow below this (pixels) is not drawn: the region warped is where it is above
 LASH_OPACITY = 0.8       # of the lash line drawn along a closed lid
+LASH_IOD = 0.022         # its width
+LIP_SEAM_OPACITY = 0.5   # of the line drawn where closed lips meet (portraits whose lips were apart)
+LIP_SEAM_IOD = 0.012     # its width
 SILHOUETTE_MARGIN = 0.0   # skull points turned in from behind the silhouette are put back on it
+MOUTH_CORNER_FADE = 0.04  # the interior fades out over this last share of the mouth's half-width
 PARTED_IOD = 0.04         # a portrait whose lips are further apart than this shows its mouth interior
 MOUTH_C, EYE_R_C, EYE_L_C = N_MESH, N_MESH + 1, N_MESH + 2        # fan centre vertices
 
@@ -48,6 +52,24 @@ def _with_centres(points: np.ndarray) -> np.ndarray:
 
 def _fan(loop: list[int], centre: int) -> list[tuple[int, int, int]]:
     return [(centre, a, b) for a, b in zip(loop, loop[1:] + loop[:1])]
+
+
+def _index_at(along: torch.Tensor, knots: torch.Tensor) -> torch.Tensor:
+    """Fractional index into a polyline's points at positions ``along`` float[N] given
+    the points' own positions ``knots`` float[K] (made increasing), clamped to its ends."""
+    knots = torch.cummax(knots, 0).values
+    i = torch.searchsorted(knots, along.contiguous()).clamp(1, len(knots) - 1)
+    a, b = knots[i - 1], knots[i]
+    return (i - 1).float() + ((along - a) / (b - a).clamp_min(1e-3)).clamp(0, 1)
+
+
+def _height_at(along: torch.Tensor, line: torch.Tensor, axis: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """The height (along ``down``, pixels) of a polyline float[K x 2] at positions
+    ``along`` float[N] on ``axis`` -> float[N] (the end heights beyond its ends)."""
+    f = _index_at(along, line @ axis)
+    i = f.floor().long().clamp(0, len(line) - 2)
+    h = line @ down
+    return torch.lerp(h[i], h[i + 1], f - i)
 
 
 class WarpRenderer:
@@ -74,10 +96,12 @@ class WarpRenderer:
         shape = _with_centres(p.shape)
         centres = shape[[MOUTH_C, EYE_R_C, EYE_L_C]]
         near = (np.linalg.norm(shape[:, None] - centres[None], axis=-1) < config.fine_iod).any(1)
-        fine = torch.from_numpy(near[self.faces.numpy()].all(1))
-        self.fine_faces = self.faces[fine]
         mouth_fan = torch.zeros(len(self.faces), dtype=torch.bool)
         mouth_fan[self.n_skin:self.n_skin + self.n_mouth] = True
+        # (every fan too: a wide smile's corners lie further than ``fine_iod`` from its centre)
+        fine = torch.from_numpy(near[self.faces.numpy()].all(1))
+        fine[self.n_skin:] = True
+        self.fine_faces = self.faces[fine]
         self.fine_is_mouth = mouth_fan[fine]
         # 2. per-vertex attributes: source position (pixels) and hole coordinates
         attr = np.zeros((N_MESH + 3, 4), np.float32)   # source x, y; eye R, eye L weights
@@ -95,11 +119,17 @@ class WarpRenderer:
         # around it, so closing them leaves no dark fringe at the corners
         hole = np.zeros((h, w), np.uint8)
         cv2.fillPoly(hole, [np.round(p.landmarks[MOUTH_LOOP, :2] * 4).astype(np.int32)], 1, cv2.LINE_8, 2)
+        # (and the teeth it shows above them: the tracker often puts the inner upper lip on
+        # the teeth, and the lip's skin must not carry a pale smear of them when it closes)
         skin = rgb
-        if self._opening(p.landmarks) > PARTED_IOD * p.frame.scale:
+        self.parted = self._opening(p.landmarks) > PARTED_IOD * p.frame.scale
+        if self.parted:
+            hole = cv2.erode(hole, np.ones((3, 3), np.uint8)) | shown_teeth(p.image, p.landmarks).astype(np.uint8)
             inside = cv2.dilate(hole, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
             skin = cv2.inpaint(p.image, inside, 5, cv2.INPAINT_TELEA) / np.float32(255)
-        hole = cv2.erode(hole, np.ones((3, 3), np.uint8)).astype(np.float32)
+        else:
+            hole = cv2.erode(hole, np.ones((3, 3), np.uint8))
+        hole = hole.astype(np.float32)
         premul = skin - (1 - p.alpha[..., None]) * bg
         self.source = np.ascontiguousarray(np.concatenate([premul, p.alpha[..., None]], -1), np.float32)
         self.image = torch.from_numpy(np.concatenate([rgb, hole[..., None]], -1)).permute(2, 0, 1)[None].contiguous()
@@ -124,11 +154,6 @@ class WarpRenderer:
                       p.landmarks[M.EYE_RIGHT_UPPER + M.EYE_LEFT_UPPER, 0].astype(int).clip(0, w - 1)]
         darkest = lid[np.argsort(lid.sum(1))[:4]].mean(0) / 255.0        # the lash line's colour
         self.lash = torch.from_numpy((darkest * 0.8).astype(np.float32))
-        # mouth: column index of each fan vertex along the lips, the source lips per column
-        col = np.zeros(N_MESH + 3, np.float32)
-        col[M.LIP_INNER_UPPER] = col[M.LIP_INNER_LOWER] = np.arange(len(M.LIP_INNER_UPPER))
-        col[MOUTH_C] = (len(M.LIP_INNER_UPPER) - 1) / 2
-        self.mouth_col = torch.from_numpy(col)
         # teeth (rigid): the line where the neutral lips meet, in the head frame; the
         # upper row hangs from it with the skull, the lower row stands on it moved by the jaw
         self.meet = (p.shape[M.LIP_INNER_UPPER] + p.shape[M.LIP_INNER_LOWER]).astype(np.float64) / 2   # (11, 3)
@@ -275,9 +300,14 @@ class WarpRenderer:
         out = out.permute(2, 0, 1)                                   # float[3 x h x w], a view
         # 6. a closing eye shows its lash line along the lid
         self._draw_lashes(out, (y0, x0), pts, frame)
-        # 7. the mouth interior where the lips part further than in the portrait
+        # 7. the mouth interior where the lips part further than in the portrait; where
+        #    the portrait's own lips were apart, closed lips show the line where they meet
         opening = self._opening(pts)
         fade = (opening - self.rest_open) / (cfg.mouth_ramp_iod * p.frame.scale)
+        if self.parted and fade < 1:
+            meet = (pts[M.LIP_INNER_UPPER, :2] + pts[M.LIP_INNER_LOWER, :2]) / 2
+            self._draw_line(out, (y0, x0), meet, LIP_SEAM_IOD, self.palette.seam,
+                            LIP_SEAM_OPACITY * (1 - max(0.0, fade)))
         if fade > 0:
             self._draw_mouth(out, fine, local, min(1.0, fade), frame, (x0, y0))
         return (y0, y1, x0, x1), out
@@ -299,14 +329,19 @@ class WarpRenderer:
         """Darken a thin curve along each closing upper lid (in place on ``out``)."""
         for name, upper in (("eyeBlinkRight", M.EYE_RIGHT_UPPER), ("eyeBlinkLeft", M.EYE_LEFT_UPPER)):
             amount = float(np.clip((frame.expression[INDEX[name]] - 0.5) / 0.4, 0, 1))
-            if amount == 0:
-                continue
-            curve = pts[upper, :2] - np.float32([origin[1], origin[0]])
-            mask = np.zeros(out.shape[1:], np.float32)
-            width = max(1, round(0.022 * self.portrait.frame.scale))
-            cv2.polylines(mask, [np.round(curve * 4).astype(np.int32)], False, 1.0, width, cv2.LINE_AA, shift=2)
-            a = torch.from_numpy(mask)[None] * (LASH_OPACITY * amount)
-            out.mul_(1 - a).add_(self.lash[:, None, None] * a)
+            if amount > 0:
+                self._draw_line(out, origin, pts[upper, :2], LASH_IOD, self.lash, LASH_OPACITY * amount)
+
+    def _draw_line(self, out, origin, curve, width_iod, colour, opacity):
+        """Blend a thin antialiased polyline (canvas pixels float[K x 2], ``width_iod``
+        wide) of ``colour`` float[3] into ``out`` float[3 x h x w] (region at ``origin``
+        (y0, x0)), in place."""
+        curve = curve - np.float32([origin[1], origin[0]])
+        mask = np.zeros(out.shape[1:], np.float32)
+        width = max(1, round(width_iod * self.portrait.frame.scale))
+        cv2.polylines(mask, [np.round(curve * 4).astype(np.int32)], False, 1.0, width, cv2.LINE_AA, shift=2)
+        a = torch.from_numpy(mask)[None] * opacity
+        out.mul_(1 - a).add_(colour[:, None, None] * a)
 
     def _draw_mouth(self, out, fine, local, fade, frame, origin):
         """Paint the mouth interior in place on ``out`` float[3 x h x w]: rigid teeth (the
@@ -318,33 +353,38 @@ class WarpRenderer:
         hit = self.fine_is_mouth[fine.face]
         if not hit.any():
             return
-        pix, face, bary = fine.pix[hit], fine.face[hit], fine.bary[hit]
-        # per-pixel column along the mouth, and the lips and teeth lines at that column
-        cols = (bary * self.mouth_col[self.fine_faces[face]]).sum(1)        # (N,) 0..10
-        c0 = cols.floor().long().clamp(0, 9)
-        f = (cols - c0)[:, None]
-        at = lambda line: torch.lerp(line[c0], line[c0 + 1], f)
+        pix = fine.pix[hit]
+        # each pixel's place along the mouth (its projection on the lips' axis, not the
+        # fan's interpolation: the fan's centre would bend the columns) and, at that place,
+        # the lips and the teeth lines
         o = np.float32([origin[0], origin[1]])
-        upper = at(torch.from_numpy(local[M.LIP_INNER_UPPER, :2]))
-        lower = at(torch.from_numpy(local[M.LIP_INNER_LOWER, :2]))
-        jaw = float(frame.expression[INDEX["jawOpen"]])
-        meet_up = at(torch.from_numpy(self._place(self.meet, frame)[:, :2] - o))
-        meet_lo = at(torch.from_numpy(self._place(self.meet + jaw * self.meet_jaw, frame)[:, :2] - o))
+        down = torch.from_numpy((rotation_matrix(*frame.rotation) @ -p.frame.rotation[:, 1])[:2].astype(np.float32))
+        axis = torch.stack([down[1], -down[0]])                        # along the mouth, image x-ish
         width = out.shape[2]
         y, x = pix // width, pix % width
         xy = torch.stack([x, y], 1).float() + 0.5
-        down = torch.from_numpy((rotation_matrix(*frame.rotation) @ -p.frame.rotation[:, 1])[:2].astype(np.float32))
-        d_up = ((xy - upper) @ down).clamp_min(0)          # below the upper lip, pixels
-        d_lo = ((lower - xy) @ down).clamp_min(0)          # above the lower lip
-        t_up = (xy - meet_up) @ down                       # below the upper teeth's root line
-        t_lo = (xy - meet_lo) @ down                       # below the lower teeth's root line
-        across = ((cols - 5) / 5).abs()
+        along, height = xy @ axis, xy @ down
+        jaw = float(frame.expression[INDEX["jawOpen"]])
+        place = self._place(self.meet, frame)[:, :2] - o                 # the teeth's line, posed
+        lines = [local[M.LIP_INNER_UPPER, :2], local[M.LIP_INNER_LOWER, :2], place,
+                 self._place(self.meet + jaw * self.meet_jaw, frame)[:, :2] - o]
+        upper, lower, meet_up, meet_lo = (_height_at(along, torch.from_numpy(np.ascontiguousarray(q)), axis, down)
+                                          for q in lines)
+        d_up = (height - upper).clamp_min(0)          # below the upper lip, pixels
+        d_lo = (lower - height).clamp_min(0)          # above the lower lip
+        t_up = height - meet_up                       # below the upper teeth's root line
+        t_lo = height - meet_lo                       # below the lower teeth's root line
+        ends = torch.from_numpy(local[[M.LIP_INNER_UPPER[0], M.LIP_INNER_UPPER[-1]], :2]) @ axis
+        across = ((along - ends.mean()) / (0.5 * (ends[1] - ends[0]).abs() + 1e-3)).abs().clamp(0, 1)
         k = float(frame.scale)
         iod = p.frame.scale * k
         drawn = draw_mouth(across, d_up, d_lo, t_up, t_lo, iod, self.palette,
                            float(frame.expression[INDEX["tongueOut"]]))
         # the portrait's own upper teeth: the same skull point in the photo
-        src = at(self.src_meet) + self.src_down * (t_up / k)[:, None]
+        col = _index_at(along, torch.from_numpy(np.ascontiguousarray(place)) @ axis)
+        c0 = col.floor().long().clamp(0, len(place) - 2)
+        src = torch.lerp(self.src_meet[c0], self.src_meet[c0 + 1], (col - c0)[:, None]) \
+            + self.src_down * (t_up / k)[:, None]
         real = self._sample(src)                                     # (N, 4): rgb, shown
         # ... where the photo shows its interior there and it is lit like teeth, not cavity
         lit = ((real[:, :3].sum(1) / self.palette.teeth.sum() - 0.45) / 0.2).clamp(0, 1)
@@ -355,6 +395,9 @@ class WarpRenderer:
         mask = torch.zeros(int(y.max()) - by0 + 1, int(x.max()) - bx0 + 1)
         mask[y - by0, x - bx0] = 1.0
         soft = F.avg_pool2d(mask[None, None], 3, 1, 1)[0, 0][y - by0, x - bx0]
+        # the lips meet at the corners: there the hole shows lip, not the photo's warped slit
+        corner = ((1 - across) / MOUTH_CORNER_FADE).clamp(0, 1)[:, None]
+        interior = torch.lerp(self.palette.lips[None] * 0.8, interior, corner)
         a = (soft * fade)[None]
         out[:, y, x] = out[:, y, x] * (1 - a) + interior.T * a
 
