@@ -223,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--frame", choices=("crop", "full"), default="crop",
                    help="a square crop around the head (default) or the full photo")
     e.add_argument("--relative", dest="mode", action="store_const", const="relative", default="relative",
-                   help="the driver's motion from its first frame moves the source (default)")
+                   help="the driver's head motion from its first frame moves the source from its "
+                        "own pose (default); the expression is the driver's either way")
     e.add_argument("--absolute", dest="mode", action="store_const", const="absolute",
-                   help="the source takes the driver's head orientation and expression as they are")
+                   help="the source takes the driver's head orientation as it is")
     e.add_argument("--only", choices=("pose", "expression"), help="transfer only the head pose or the expression")
     e.add_argument("--expression", action="append", metavar="NAME=VALUE",
                    help="set an ARKit weight in every frame, e.g. mouthSmileLeft=0.6 (repeatable)")
