@@ -22,6 +22,7 @@ Dev media is read in place (``/work/shared/dev``), never copied into the reposit
    ``ID_STEP``-th frame, and the correlation of the output's re-tracked yaw and lip
    opening with the driver's.
 3. The tables (printed, markdown), then one PASS/FAIL line per issue target.
+4. ``--speed RUNS``: only the speed, ``measure_speed`` (whole-process runs beside ffmpeg).
 
 Held out: the lip attribution of the tracker was tuned on the Obama clip only (its
 seconds 10-20); the GRID clips are held out. Rows say which.
@@ -208,10 +209,22 @@ def cross_case(photo: Path, driver_name: str, driver_frames, seconds: float, mod
             "lip_r": pearson(lip_made, lip_driver), "made": made, "driver_frames": frames}
 
 
-def sheet(driver: list[np.ndarray], made: list[np.ndarray], n: int = 6, tile: int = 192) -> np.ndarray:
-    """Two rows, driver above output, ``n`` frames evenly spaced."""
+def key_frames(motion: Motion) -> list[int]:
+    """The synthetic driver's telling frames, in time order: the first, the widest mouth,
+    the turns either way, the nods either way, the first blink."""
+    yaw, pitch = motion.rotation[:, 0], motion.rotation[:, 1]
+    picks = {0, int(np.argmax(motion.expression[:, INDEX["jawOpen"]])), int(np.argmax(yaw)),
+             int(np.argmin(yaw)), int(np.argmax(pitch)), int(np.argmin(pitch)),
+             int(np.argmax(motion.expression[:, INDEX["eyeBlinkLeft"]]))}
+    return sorted(picks)
+
+
+def sheet(driver: list[np.ndarray], made: list[np.ndarray], n: int = 6, tile: int = 192,
+          picks: list[int] | None = None) -> np.ndarray:
+    """Two rows, driver above output: ``picks`` (frame indices), or ``n`` evenly spaced."""
     import cv2
-    picks = np.linspace(0, len(made) - 1, n).round().astype(int)
+    if picks is None:
+        picks = np.linspace(0, len(made) - 1, n).round().astype(int)
     square = lambda f: cv2.resize(f, (tile, round(f.shape[0] * tile / f.shape[1])), interpolation=cv2.INTER_AREA)
     top = [square(driver[i]) for i in picks]
     bottom = [square(made[i]) for i in picks]
@@ -219,6 +232,53 @@ def sheet(driver: list[np.ndarray], made: list[np.ndarray], n: int = 6, tile: in
     pad = lambda f: np.pad(f, ((0, hmax - f.shape[0]), (0, 0), (0, 0)), constant_values=40)
     return np.concatenate([np.concatenate([pad(f) for f in top], 1),
                            np.concatenate([pad(f) for f in bottom], 1)], 0)
+
+
+def measure_speed(photo: Path, driver: Path, seconds: float, runs: int, size: int = 512) -> dict:
+    """Whole-process ``puppetry reenact`` at ``size``² on the first ``seconds`` of ``driver``
+    (cut to a temp file), ``runs`` times, each beside ffmpeg encoding the same frames and
+    audio as write_video does (raw RGB from a file, H.264 + AAC), interleaved so both see
+    the same load. -> medians (s), the real-time factor and the ratio."""
+    import statistics
+    import subprocess
+    import tempfile
+    import imageio_ffmpeg
+    from puppetry import io as pio
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cut, out, raw = tmp / "driver.mp4", tmp / "out.mp4", tmp / "frames.rgb"
+        subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i", str(driver), "-t", f"{seconds:g}",
+                        "-c", "copy", str(cut)], check=True)
+        reenact = [sys.executable, "-m", "puppetry.cli", "reenact", str(photo), str(cut), "-o", str(out),
+                   "--size", str(size), "--force"]
+        encode = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                  "-s", f"{size}x{size}", "-r", "25", "-i", str(raw), "-i", str(cut), "-map", "0:v",
+                  "-map", "1:a", "-c:a", "aac", "-b:a", pio.AUDIO_BITRATE, "-c:v", "libx264", "-preset",
+                  pio.PRESET, "-crf", str(pio.CRF), "-pix_fmt", "yuv420p", str(tmp / "encoded.mp4")]
+        ours, theirs, cpu = [], [], []
+        for k in range(runs):
+            t0, c0 = time.perf_counter(), _children_cpu()
+            subprocess.run(reenact, check=True, capture_output=True)
+            ours.append(time.perf_counter() - t0)
+            cpu.append(_children_cpu() - c0)
+            if k == 0:                                   # the frames ffmpeg encodes: ours
+                with raw.open("wb") as f:
+                    for rgb in read_video_frames(out):
+                        f.write(rgb.tobytes())
+            t0 = time.perf_counter()
+            subprocess.run(encode, check=True)
+            theirs.append(time.perf_counter() - t0)
+        duration = video_info(out)["duration"]
+    return {"duration": duration, "ours": statistics.median(ours), "ffmpeg": statistics.median(theirs),
+            "ours_all": ours, "ffmpeg_all": theirs, "cpu": statistics.median(cpu)}
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children, workers included."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def fmt(x, spec=".3f") -> str:
@@ -234,7 +294,22 @@ def main(argv=None) -> int:
     ap.add_argument("--only-self", action="store_true")
     ap.add_argument("--only-cross", action="store_true")
     ap.add_argument("--sheets", type=Path, help="write driver | output contact sheets here")
+    ap.add_argument("--speed", type=int, metavar="RUNS", default=0,
+                    help="only the speed: RUNS whole-process reenact runs at 512² beside ffmpeg")
     args = ap.parse_args(argv)
+    if args.speed:
+        photo, driver = args.portraits / "london024_m47_neutral.jpg", args.videos / SELF_VIDEOS[2]
+        print(f"$ nice -n 5 python pipelines/benchmark_reenact.py {shlex.join(sys.argv[1:] if argv is None else argv)}")
+        r = measure_speed(photo, driver, args.seconds, args.speed)
+        print(f"\n| job | median of {args.speed} (s) | all runs (s) | real-time factor |\n|---|---|---|---|")
+        print(f"| puppetry reenact {photo.name} {driver.name} (first {r['duration']:g} s), 512² | "
+              f"{r['ours']:.2f} | {', '.join(f'{x:.1f}' for x in r['ours_all'])} | {r['ours'] / r['duration']:.2f} |")
+        print(f"| ffmpeg: the same frames + audio to H.264 + AAC | {r['ffmpeg']:.2f} | "
+              f"{', '.join(f'{x:.1f}' for x in r['ffmpeg_all'])} | {r['ffmpeg'] / r['duration']:.2f} |")
+        print(f"\nreenact / ffmpeg: {r['ours'] / r['ffmpeg']:.2f}; reenact's CPU time (all its "
+              f"processes, median): {r['cpu']:.1f} s, {r['cpu'] / r['duration']:.2f} CPU-s per s of video "
+              f"(over 2 cores: real-time factor >= {r['cpu'] / r['duration'] / 2:.2f} on an idle machine)")
+        return 0
     encoder = IdentityEncoder()
     print(f"$ nice -n 5 python pipelines/benchmark_reenact.py {shlex.join(sys.argv[1:] if argv is None else argv)}")
     selfs, crosses = [], []
@@ -247,7 +322,7 @@ def main(argv=None) -> int:
                 args.sheets.mkdir(parents=True, exist_ok=True)
                 write_image(args.sheets / f"self_{Path(name).stem}.jpg", sheet(r["real"], r["made"]))
     if not args.only_self:
-        synth, _ = synthetic_driver(args.seconds)
+        synth, synth_motion = synthetic_driver(args.seconds)
         cache = {"synthetic": synth}
         for photo, drivers in CROSS.items():
             for d in drivers:
@@ -257,8 +332,9 @@ def main(argv=None) -> int:
                 crosses.append(r)
                 print(f"  cross {photo} <- {d}: done", flush=True)
                 if args.sheets:
+                    picks = key_frames(synth_motion) if d == "synthetic" else None
                     write_image(args.sheets / f"cross_{Path(photo).stem}_{Path(d).stem}.jpg",
-                                sheet(r["driver_frames"], r["made"]))
+                                sheet(r["driver_frames"], r["made"], picks=picks))
     if selfs:
         print(f"\nSelf-reenactment ({args.mode}; first {args.seconds:g} s of each clip; ours / frozen first frame)\n")
         print("| clip | held out | frames | AKD (IOD) | lip r | yaw err (°) | pitch err (°) | AED | face PSNR (dB) |")
