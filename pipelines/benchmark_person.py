@@ -40,6 +40,7 @@ from puppetry.person import LearnConfig, dub_video, learn, load_person
 from puppetry.person import crop as C
 from puppetry.person.dub import WarpMouth
 from puppetry.person.footage import track_footage
+from puppetry.person.net import NetDims
 from puppetry.person.train import progress_bar
 
 VIDEO = "/work/shared/dev/videos/obama_weekly_address_2010.mp4"
@@ -107,6 +108,8 @@ def main() -> None:
     ap.add_argument("--more", help="learn on from this .puppet (same video and part) instead of from scratch")
     ap.add_argument("--lr", type=float, default=None, help="learning rate of the training (with --more: 5e-4)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--channels", help="network widths per level, e.g. 32,64,96 (default: NetDims')")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the training (default 2)")
     ap.add_argument("--sheet", default="docs/contact_person.png")
     ap.add_argument("--crops", default="/tmp/person_mouths.png")
     args = ap.parse_args()
@@ -119,6 +122,10 @@ def main() -> None:
         config = LearnConfig(minutes=args.minutes, until_s=args.learn_s, start=args.more)
         if args.more or args.lr:
             config = replace(config, train=replace(config.train, lr=args.lr or 5e-4))
+        if args.channels:
+            config = replace(config, dims=NetDims(channels=tuple(int(c) for c in args.channels.split(","))))
+        if args.threads:
+            config = replace(config, train=replace(config.train, threads=args.threads))
         meta = learn(args.video, args.puppet, config, device=args.device, progress=progress_bar())
         print(f"learned in {meta['seconds'] / 60:.1f} min ({meta['training']['before_s'] / 60:.1f} min "
               f"of training before); kept in {args.puppet}")
@@ -164,7 +171,8 @@ def main() -> None:
     loud_r, _ = best_lag_correlation(loudness_baseline(audio, n, fps), all_open[:n])
     # 5. the table
     print(f"\nperson benchmark: learned on {args.learn_s:.0f} s of {Path(args.video).name} "
-          f"({person.meta['frames_used']} frames, {person.meta['training']['steps']} steps, "
+          f"({person.meta['frames_used']} frames, network {person.net.dims.channels} "
+          f"({person.net.n_params / 1e6:.2f} M parameters), {person.meta['training']['steps']} steps, "
           f"{learn_min:.1f} min to learn on {person.meta['training']['device']}, after "
           f"{person.meta['training'].get('before_s', 0) / 60:.1f} min of training before); judged on the "
           f"{len(keep)} unseen frames")

@@ -151,6 +151,8 @@ def test_dub_follows_the_speech_length_with_its_audio(talking, tmp_path):
     warp = tmp_path / "warp.mp4"
     assert main(["dub", str(puppet), str(wav), "-o", str(warp), "--renderer", "warp"]) == 0
     assert video_info(warp)["n_frames"] == 60
+    other = tmp_path / "other.mp4"                                  # footage given: tracked now
+    assert dub_video(puppet, wav, other, DubJob(workers=1), video=video)["frames"] == 60
 
 
 def test_errors_name_the_input(talking, tmp_path):

@@ -179,9 +179,13 @@ def read_footage(path, config: C.CropConfig = C.CropConfig(), *, identity: Ident
             if i >= first:
                 yield rgb
 
+    def tracking(done, _, stage):          # the loop's stages, with the frame count it lacks
+        if stage != "done":
+            report(done, max(last - first, done), stage)
+
     # 1.-2. track and fit (identity, poses, expressions, crop placement)
     footage = track_footage(frames(), fps, config, identity=identity, source=str(path),
-                            progress=lambda done, _, stage: report(done, max(last - first, done), stage))
+                            progress=tracking)
     # 3. crops of the kept frames; those with a blurred mouth are dropped
     n = config.size
     found = np.flatnonzero(footage.valid)
