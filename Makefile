@@ -29,6 +29,7 @@ bench: $(STAMP)  ## the benchmark tables of docs/benchmarks.md
 	$(BIN)/python pipelines/evaluate_lipsync.py
 	$(BIN)/python pipelines/benchmark_animate.py
 	$(BIN)/python pipelines/benchmark_stream.py
+	$(BIN)/python pipelines/benchmark_reenact.py
 
 clean:
 	rm -rf $(VENV) out.mp4

@@ -178,12 +178,15 @@ def self_case(path: Path, seconds: float, mode: str, encoder) -> dict:
     if made[0].shape != real[0].shape:
         raise RuntimeError(f"{path.name}: rendered {made[0].shape} vs real {real[0].shape}")
     real_lm, made_lm = retrack(real), retrack(made)
+    x0, y0, x1, y1 = face_box(real_lm[0], real[0].shape)            # the face, grown for sheets
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 0.8 * max(x1 - x0, y1 - y0)
+    box = (max(0, int(cx - half)), max(0, int(cy - half)), min(w, int(cx + half)), min(h, int(cy + half)))
     frozen = [real[0]] * len(real)
     frozen_lm = [real_lm[0]] * len(real)
     return {"name": path.name, "frames": len(real), "held_out": path.name not in TUNED_ON,
             "ours": score_against(made, made_lm, real, real_lm, encoder),
             "frozen": score_against(frozen, frozen_lm, real, real_lm, encoder),
-            "seconds": elapsed, "made": made, "real": real}
+            "seconds": elapsed, "made": made, "real": real, "box": box}
 
 
 def cross_case(photo: Path, driver_name: str, driver_frames, seconds: float, mode: str,
@@ -220,11 +223,15 @@ def key_frames(motion: Motion) -> list[int]:
 
 
 def sheet(driver: list[np.ndarray], made: list[np.ndarray], n: int = 6, tile: int = 192,
-          picks: list[int] | None = None) -> np.ndarray:
-    """Two rows, driver above output: ``picks`` (frame indices), or ``n`` evenly spaced."""
+          picks: list[int] | None = None, box=None) -> np.ndarray:
+    """Two rows, driver above output: ``picks`` (frame indices), or ``n`` evenly spaced;
+    ``box`` (x0, y0, x1, y1): show only that part of every frame (a face)."""
     import cv2
     if picks is None:
         picks = np.linspace(0, len(made) - 1, n).round().astype(int)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        driver, made = [f[y0:y1, x0:x1] for f in driver], [f[y0:y1, x0:x1] for f in made]
     square = lambda f: cv2.resize(f, (tile, round(f.shape[0] * tile / f.shape[1])), interpolation=cv2.INTER_AREA)
     top = [square(driver[i]) for i in picks]
     bottom = [square(made[i]) for i in picks]
@@ -320,7 +327,8 @@ def main(argv=None) -> int:
             print(f"  self {name}: {r['frames']} frames, tracked+rendered in {r['seconds']:.1f} s", flush=True)
             if args.sheets:
                 args.sheets.mkdir(parents=True, exist_ok=True)
-                write_image(args.sheets / f"self_{Path(name).stem}.jpg", sheet(r["real"], r["made"]))
+                write_image(args.sheets / f"self_{Path(name).stem}.jpg",
+                            sheet(r["real"], r["made"], n=8, tile=144, box=r["box"]))
     if not args.only_self:
         synth, synth_motion = synthetic_driver(args.seconds)
         cache = {"synthetic": synth}
