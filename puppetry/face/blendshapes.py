@@ -17,9 +17,10 @@ from ..expression.arkit import INDEX, N_EXPRESSIONS
 from . import mesh as M
 
 JAW_OPEN_RAD = 0.6           # jaw rotation at jawOpen = 1 (about 34°: a fully open jaw, as ARKit)
-BLINK_UPPER_SHARE = 0.85     # share of the lid closure done by the upper lid
-BLINK_LOWER_SHARE = 0.25     # ... and by the lower lid: the lids overlap a little, no slit
+BLINK_UPPER_SHARE = 1.0      # share of the lid closure done by the upper lid (it closes onto the lower one)
+BLINK_LOWER_SHARE = 0.08     # ... and by the lower lid (it barely moves: the tracker reads its skin, not the lid); overlap, no slit
 CORNER_IOD = 0.12            # how far along the upper lip a mouth corner's drop with the jaw spreads
+BLINK_SPREAD_IOD = 0.16      # the closing lid carries the skin above it (its crease) this far (sigma)
 GAZE_IOD = 0.09              # iris shift at full eyeLook, in IOD
 
 
@@ -200,7 +201,7 @@ def blendshape_basis(shape: np.ndarray) -> np.ndarray:
         gap = S[lo] - S[up]                                   # upper -> lower, per column
         eye_c = S[upper + lower].mean(0)
         above = _smoothstep((S[:, 1] - eye_c[1]) / 0.06 + 0.5)
-        blink_up = _spread(S, up, gap * BLINK_UPPER_SHARE, 0.1, above)
+        blink_up = _spread(S, up, gap * BLINK_UPPER_SHARE, BLINK_SPREAD_IOD, above)
         blink_lo = _spread(S, lo, -gap * BLINK_LOWER_SHARE, 0.06, 1 - above)
         blink_up[lo], blink_lo[up] = 0, 0
         put(f"eyeBlink{side}", blink_up + blink_lo)
