@@ -11,6 +11,7 @@ import pytest
 
 from puppetry import DrivingFrame, WarpRenderer, load_portrait
 from puppetry.eval import metrics
+from puppetry.face import mesh as M
 from puppetry.face.tracker import FaceTracker, detect_face
 from puppetry.portrait import bundled_portrait
 
@@ -129,6 +130,23 @@ def test_jaw_open_is_arkit_scale_on_a_closed_mouth(speech_still, tracker):
     gaps = [metrics.lip_gap(tracker.track(r.render_frame(
         DrivingFrame.make(expression={"jawOpen": w}))).landmarks) for w in (0.0, 0.8, 1.0)]
     assert gaps[0] <= MAX_REST_GAP < MIN_JAW_GAP <= gaps[1] <= gaps[2] + 0.02
+
+
+@pytest.mark.parametrize("case", ["speech_still", "toothy_closeup"])
+def test_open_mouth_retracks_as_its_geometry(case, speech_still, photo, tracker):
+    # teeth-showing photos (a mid-speech still; the bundled portrait's smile, close up):
+    # at jawOpen 0.6 the re-tracked inner lips lie where the geometry put them, and the
+    # mouth is as wide
+    rgb = speech_still if case == "speech_still" else _crop(photo, 1.6)
+    r = WarpRenderer(load_portrait(rgb, size=320))
+    frame = DrivingFrame.make(expression={"jawOpen": 0.6})
+    lm = tracker.track(r.render_frame(frame)).landmarks[:468, :2]
+    geo = r.posed_vertices(frame)[:, :2]
+    iod = M.interocular(geo)
+    for line in (M.LIP_INNER_UPPER[1:-1], M.LIP_INNER_LOWER[1:-1]):
+        assert abs((lm[line, 1] - geo[line, 1]).mean()) < 0.05 * iod
+    width = lambda pts: np.linalg.norm(pts[61] - pts[291])
+    assert abs(width(lm) / width(geo) - 1) < 0.1
 
 
 def test_blink_closes_the_eye(photo, tracker):

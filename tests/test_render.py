@@ -11,7 +11,9 @@ from puppetry import DrivingFrame, Motion, WarpRenderer, load_portrait, preset, 
 from puppetry.eval import metrics
 from puppetry.face.tracker import FaceTracker
 from puppetry.portrait import bundled_portrait
+from puppetry.face import mesh as M
 from puppetry.render.fill import pull_push
+from puppetry.render.mouth import shown_teeth
 from puppetry.render.raster import rasterize
 
 BACKGROUND = 0.02   # alpha below this is background
@@ -165,6 +167,35 @@ def test_jaw_open_opens_the_mouth(renderer, tracker):
         DrivingFrame.make(expression={"jawOpen": w})))) for w in (0.0, 0.5, 1.0)]
     assert opening[0] < opening[1] < opening[2]
     assert opening[2] - opening[0] > 0.2                      # IOD units
+
+
+@pytest.mark.parametrize("jaw", [0.3, 0.6])
+def test_open_mouth_retracks_as_its_geometry(renderer, tracker, jaw):
+    # the bundled portrait shows its teeth: what is drawn in its open mouth is read back
+    # where the geometry put the lips (not the upper teeth taken for lip, issue 10)
+    frame = DrivingFrame.make(expression={"jawOpen": jaw})
+    lm = retrack(tracker, renderer.render_frame(frame))[:468, :2]
+    geo = renderer.posed_vertices(frame)[:, :2]
+    iod = M.interocular(geo)
+    for line in (M.LIP_INNER_UPPER[1:-1], M.LIP_INNER_LOWER[1:-1]):
+        assert abs((lm[line, 1] - geo[line, 1]).mean()) < 0.05 * iod
+    width = lambda pts: np.linalg.norm(pts[61] - pts[291])
+    assert abs(width(lm) / width(geo) - 1) < 0.1
+
+
+def test_open_mouth_is_dark_to_its_corners_and_closed_lips_hide_the_teeth(portrait, renderer, tracker):
+    frame = DrivingFrame.make(expression={"jawOpen": 0.6})
+    rgb = renderer.render_frame(frame).astype(float)
+    pts = renderer.posed_vertices(frame)
+    mid = (pts[M.LIP_INNER_UPPER, :2] + pts[M.LIP_INNER_LOWER, :2]) / 2   # between the lips
+    lum = [rgb[int(round(y)), int(round(x))].mean() for x, y in mid[2:-2]]
+    lips = 255 * renderer.palette.lips.mean().item()
+    assert max(lum) < 0.35 * lips                          # the cavity, not lip or teeth
+    # the portrait's own teeth leave no pale smear on its closed lips
+    rest = renderer.render_frame(DrivingFrame())
+    shown = shown_teeth(portrait.image, portrait.landmarks).sum()
+    assert shown > 100
+    assert shown_teeth(rest, retrack(tracker, rest)).sum() < 0.1 * shown
 
 
 def test_blink_closes_the_eyes(renderer, tracker):
