@@ -154,3 +154,22 @@ def test_server_frames_carry_the_mark(coffee):
     assert detect(frames)[0]
     assert not detect(cv2.imdecode(cv2.imencode(".jpg", f[:, :, ::-1])[1], cv2.IMREAD_COLOR)
                       for f in coffee)[0]
+
+
+def test_api_and_demo_videos_carry_the_tags_and_the_mark(tmp_path):
+    """Issue 13: every video the toolkit writes, not only write_video's own: the API's
+    ``render_video`` and the demo's Generate."""
+    from puppetry.pipeline import RenderJob, render_video
+    out = tmp_path / "api.mp4"
+    render_video("astronaut", "talk-idle", out, RenderJob(size=256, duration=1.5))
+    report = verify(out)
+    assert report["watermark"] and report["metadata"]["ai_generated"] == "true"
+    gr = pytest.importorskip("gradio")  # noqa: F841  (the demo needs the 'demo' extra)
+    import soundfile as sf
+
+    from puppetry.ui import demo
+    t = np.arange(int(1.2 * 16000)) / 16000
+    sf.write(tmp_path / "speech.wav", 0.2 * np.sin(2 * np.pi * 140 * t) * (np.sin(2 * np.pi * 4 * t) > 0), 16000)
+    video, _, _ = demo.generate(demo._example_portrait(), str(tmp_path / "speech.wav"), "", size=256)
+    report = verify(video)
+    assert report["watermark"] and report["metadata"]["ai_generated"] == "true"
