@@ -18,7 +18,7 @@ UPPER_TEETH_IOD = 0.17        # height of the upper incisors' crowns, IOD (about
 UPPER_TEETH_BELOW_IOD = 0.08  # how far their edges reach below the line where the neutral lips meet
 LOWER_TEETH_IOD = 0.15        # height of the lower incisors' crowns
 LOWER_TEETH_ABOVE_IOD = 0.05  # how far their edges stand above that line (moved by the jaw)
-TONGUE_ABOVE_IOD = 0.06      # the tongue's top above the lower teeth's edge
+TONGUE_ABOVE_IOD = 0.09      # the tongue's top above the lower teeth's edge
 TOOTH_U = 0.3                 # width of a front tooth along the mouth (``across`` units)
 TEETH_RGB = np.array([0.86, 0.82, 0.74])
 CAVITY_RGB = np.array([0.20, 0.06, 0.06])
@@ -120,7 +120,7 @@ def draw_mouth(across: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor, t_u
     top = lo_edge - (TONGUE_ABOVE_IOD + 0.5 * tongue_out * UPPER_TEETH_IOD) * iod_px
     tv = (t_lo - top) / (TONGUE_ABOVE_IOD * iod_px + 1)                # 0 at its top .. 1 at the teeth's edge
     tongue = (tv.clamp(0, 1) * (1 - (across / (0.55 + 0.2 * tongue_out)) ** 2).clamp(0, 1)).sqrt()
-    rgb = torch.lerp(rgb, palette.tongue[None] * (0.45 + 0.35 * tongue)[:, None], (tongue * 2).clamp(0, 1)[:, None])
+    rgb = torch.lerp(rgb, palette.tongue[None] * (0.5 + 0.4 * tongue)[:, None], (tongue * 2).clamp(0, 1)[:, None])
     # lower row, then the upper row in front of it (an overbite); soft 1.5 px edges
     lo_h = LOWER_TEETH_IOD * iod_px
     lower = ((t_lo - lo_edge) / 1.5 + 0.5).clamp(0, 1) * (1 - across / 0.6).clamp(0, 1).mul(3).clamp(max=1)
