@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .expression.arkit import INDEX, N_EXPRESSIONS
-from .face.blendshapes import blendshape_basis, close_lips
+from .face.blendshapes import blendshape_basis, close_lips, jaw_open
 from .face.mesh import HeadFrame, head_frame, interocular
 from .face.tracker import (MIN_FACE_PX, Face, FaceNotFoundError, detect_face, detect_upright_face,
                            segment_person)
@@ -161,12 +161,11 @@ def neutral_shape(shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     expression = np.zeros(N_EXPRESSIONS, np.float32)
     fitter = ExpressionFitter(Identity.from_shape(face_model().canonical), OWN_NAMES)
     _, expression[:] = fitter(np.asarray(shape, np.float64) * [1, -1, -1])   # head axes -> image axes
-    undo = np.zeros(N_EXPRESSIONS)
-    for n in UNDONE:
-        undo[INDEX[n]] = expression[INDEX[n]]
+    # (the jaw is undone from the lower face only: the upper lip stays where the photo
+    # shows it, and only follows the corners when the jaw is driven)
     s = np.asarray(shape, np.float64)
-    for _ in range(2):   # the basis depends on the shape it acts on: settle it
-        s = shape - np.einsum("k,kvc->vc", undo, blendshape_basis(s))
+    for _ in range(2):   # the field depends on the shape it acts on: settle it
+        s = shape - expression[INDEX["jawOpen"]] * jaw_open(s, upper_lip_follows=False)
     return close_lips(s).astype(np.float32), expression
 
 

@@ -112,6 +112,39 @@ def close_lips(shape: np.ndarray) -> np.ndarray:
     return S + up + lo
 
 
+def _jaw_weight(S: np.ndarray, upper_lip_follows: bool = True) -> np.ndarray:
+    """How much of the jaw's rotation each vertex follows, float[468] 0..1."""
+    line, beyond, below = _lip_line(S)
+    below[M.LIP_INNER_LOWER] = 1.0
+    mouth_c = (S[13] + S[14]) / 2
+    x = S[:, 0]
+    lateral = np.exp(-0.5 * (beyond / 0.45) ** 2)
+    # lips part in a lens shape: near the corners the lower lip follows the jaw less,
+    # while the chin further down follows it fully
+    half = 0.5 * np.linalg.norm(S[291] - S[61]) * 1.1
+    taper = 0.2 + 0.8 * np.sqrt(np.clip(1 - ((x - mouth_c[0]) / half) ** 2, 0, 1))
+    depth_below = np.clip((line - S[:, 1]) / 0.4, 0, 1)
+    jaw_w = below * (0.35 + 0.65 * lateral) * (taper + (1 - taper) * depth_below)
+    # the mouth's corners go down with the jaw part of the way; the upper lip beside them
+    # follows them a little, so the opening ends in a rounded corner, not a hook
+    for corner in (78, 308) if upper_lip_follows else ():
+        near = np.exp(-0.5 * (np.linalg.norm(S - S[corner], axis=1) / CORNER_IOD) ** 2)
+        jaw_w = np.maximum(jaw_w, (1 - below) * jaw_w[corner] * near)
+    return jaw_w
+
+
+def jaw_open(shape: np.ndarray, upper_lip_follows: bool = True) -> np.ndarray:
+    """The jawOpen displacement field of a face, float64[468 x 3] (IOD at weight 1).
+
+    ``upper_lip_follows=False`` leaves the upper lip beside the corners out: undoing a
+    photo's open jaw (``portrait.neutral_shape``) then keeps its upper lip where the
+    photo shows it."""
+    S = np.asarray(shape, np.float64)
+    hinge = jaw_hinge(S)
+    rotated = (S - hinge) @ _rot_x(JAW_OPEN_RAD).T + hinge
+    return (rotated - S) * _jaw_weight(S, upper_lip_follows)[:, None]
+
+
 def blendshape_basis(shape: np.ndarray) -> np.ndarray:
     """Displacement fields for one identity.
 
@@ -131,21 +164,9 @@ def blendshape_basis(shape: np.ndarray) -> np.ndarray:
     mouth_c = (S[13] + S[14]) / 2
     mouth_w = np.linalg.norm(corner_l - corner_r)
     x = S[:, 0]
-    line, beyond, below = _lip_line(S)
-    xs = S[iu, 0]
-    lateral = np.exp(-0.5 * (beyond / 0.45) ** 2)
-    # lips part in a lens shape: near the corners the lower lip follows the jaw less,
-    # while the chin further down follows it fully
-    half = 0.5 * mouth_w * 1.1
-    taper = 0.2 + 0.8 * np.sqrt(np.clip(1 - ((x - mouth_c[0]) / half) ** 2, 0, 1))
-    depth_below = np.clip((line - S[:, 1]) / 0.4, 0, 1)
+    _, _, below = _lip_line(S)
     below[il] = 1.0
-    jaw_w = below * (0.35 + 0.65 * lateral) * (taper + (1 - taper) * depth_below)
-    # the mouth's corners go down with the jaw part of the way; the upper lip beside them
-    # follows them a little, so the opening ends in a rounded corner, not a hook
-    for corner in (78, 308):
-        near = np.exp(-0.5 * (np.linalg.norm(S - S[corner], axis=1) / CORNER_IOD) ** 2)
-        jaw_w = np.maximum(jaw_w, (1 - below) * jaw_w[corner] * near)
+    jaw_w = _jaw_weight(S)
     lower_lip = below * _blob(S, mouth_c, 0.35)          # lips and skin just below them
     upper_lip = (1 - below) * _blob(S, mouth_c + [0, 0.08, 0], 0.3)
     mouth = _blob(S, mouth_c, 0.4)
@@ -154,9 +175,7 @@ def blendshape_basis(shape: np.ndarray) -> np.ndarray:
     lips = np.maximum(lips, _blob(S, mouth_c, 0.18))
 
     # --- jaw: rotation about a hinge near the ears, at the nose's height, behind the face
-    hinge = jaw_hinge(S)
-    rotated = (S - hinge) @ _rot_x(JAW_OPEN_RAD).T + hinge
-    jaw = (rotated - S) * jaw_w[:, None]
+    jaw = jaw_open(S)
     put("jawOpen", jaw)
     put("jawForward", np.outer(jaw_w, [0, 0, 0.08]))
     put("jawLeft", np.outer(jaw_w, [0.10, 0, 0]))
