@@ -20,7 +20,7 @@ JAW_OPEN_RAD = 0.6           # jaw rotation at jawOpen = 1 (about 34°: a fully 
 BLINK_UPPER_SHARE = 1.0      # share of the lid closure done by the upper lid (it closes onto the lower one)
 BLINK_LOWER_SHARE = 0.08     # ... and by the lower lid (it barely moves: the tracker reads its skin, not the lid); overlap, no slit
 CORNER_IOD = 0.12            # how far along the upper lip a mouth corner's drop with the jaw spreads
-BLINK_SPREAD_IOD = 0.16      # the closing lid carries the skin above it (its crease) this far (sigma)
+BLINK_SPREAD_IOD = 0.1       # the closing lid carries the skin above it this far (sigma; further changes the eye too much: identity)
 GAZE_IOD = 0.09              # iris shift at full eyeLook, in IOD
 
 
