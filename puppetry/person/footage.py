@@ -19,8 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..expression.arkit import N_EXPRESSIONS
-from ..expression.model import SPEECH_NAMES
+from ..expression.arkit import N_EXPRESSIONS, SPEECH_NAMES
 from ..face import mesh as M
 from ..face.fitting import ExpressionFitter, Identity
 from . import crop as C
