@@ -336,12 +336,20 @@ class WarpRenderer:
         """Blend a thin antialiased polyline (canvas pixels float[K x 2], ``width_iod``
         wide) of ``colour`` float[3] into ``out`` float[3 x h x w] (region at ``origin``
         (y0, x0)), in place."""
-        curve = curve - np.float32([origin[1], origin[0]])
-        mask = np.zeros(out.shape[1:], np.float32)
         width = max(1, round(width_iod * self.portrait.frame.scale))
+        h, w = out.shape[1:]
+        # only the curve's own box (plus the line's width) is touched
+        x0, y0 = (np.floor(curve.min(0)) - np.float32([origin[1], origin[0]]) - width - 2).astype(int).clip(0)
+        x1, y1 = (np.ceil(curve.max(0)) - np.float32([origin[1], origin[0]]) + width + 3).astype(int)
+        x1, y1 = min(x1, w), min(y1, h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        curve = curve - np.float32([origin[1] + x0, origin[0] + y0])
+        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
         cv2.polylines(mask, [np.round(curve * 4).astype(np.int32)], False, 1.0, width, cv2.LINE_AA, shift=2)
         a = torch.from_numpy(mask)[None] * opacity
-        out.mul_(1 - a).add_(colour[:, None, None] * a)
+        box = out[:, y0:y1, x0:x1]
+        box.mul_(1 - a).add_(colour[:, None, None] * a)
 
     def _draw_mouth(self, out, fine, local, fade, frame, origin):
         """Paint the mouth interior in place on ``out`` float[3 x h x w]: rigid teeth (the
