@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--channels", help="network widths per level, e.g. 32,64,96 (default: NetDims')")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the training (default 2)")
-    ap.add_argument("--sheet", default="docs/contact_person.png")
+    ap.add_argument("--sheet", default="/tmp/puppetry_person_sheet.png")
     ap.add_argument("--crops", default="/tmp/person_mouths.png")
     args = ap.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="benchmark_person_"))

@@ -15,7 +15,7 @@ import numpy as np
 
 from .expression.arkit import INDEX, N_EXPRESSIONS
 from .face.blendshapes import blendshape_basis, close_lips, jaw_open
-from .face.mesh import HeadFrame, head_frame, interocular
+from .face.mesh import LIP_INNER_LOWER, LIP_INNER_UPPER, HeadFrame, head_frame, interocular
 from .face.tracker import (MIN_FACE_PX, Face, FaceNotFoundError, detect_face, detect_upright_face,
                            segment_person)
 from .io import load_image
@@ -161,12 +161,28 @@ def neutral_shape(shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     expression = np.zeros(N_EXPRESSIONS, np.float32)
     fitter = ExpressionFitter(Identity.from_shape(face_model().canonical), OWN_NAMES)
     _, expression[:] = fitter(np.asarray(shape, np.float64) * [1, -1, -1])   # head axes -> image axes
+    # The jaw opening undone is at most what parts the photo's lips: a long chin on closed
+    # lips fits as some jawOpen against the canonical face, but it is identity, not an
+    # open mouth (undoing it would push the lower lip into the upper one).
+    s = np.asarray(shape, np.float64)
+    jaw = INDEX["jawOpen"]
+    expression[jaw] = min(expression[jaw], _jaw_parting_lips(s))
     # (the jaw is undone from the lower face only: the upper lip stays where the photo
     # shows it, and only follows the corners when the jaw is driven)
-    s = np.asarray(shape, np.float64)
     for _ in range(2):   # the field depends on the shape it acts on: settle it
-        s = shape - expression[INDEX["jawOpen"]] * jaw_open(s, upper_lip_follows=False)
+        s = shape - expression[jaw] * jaw_open(s, upper_lip_follows=False)
     return close_lips(s).astype(np.float32), expression
+
+
+def _jaw_parting_lips(shape: np.ndarray) -> float:
+    """The jawOpen weight that parts a face's lips as far as ``shape`` (float[468 x 3],
+    head frame, IOD) shows them parted: the mean inner-lip gap over the gap that jawOpen
+    = 1 adds to it. 0 for closed lips."""
+    iu, il = list(LIP_INNER_UPPER), list(LIP_INNER_LOWER)
+    gap = np.clip(shape[iu, 1] - shape[il, 1], 0.0, None).mean()       # y up: upper above
+    field = jaw_open(shape, upper_lip_follows=False)
+    per_unit = (field[iu, 1] - field[il, 1]).mean()
+    return float(gap / per_unit) if per_unit > 1e-9 else 0.0
 
 
 def _crop(rgb: np.ndarray, box: np.ndarray, size: int):

@@ -11,6 +11,7 @@ import pytest
 
 from puppetry import DrivingFrame, WarpRenderer, load_portrait
 from puppetry.eval import metrics
+from puppetry.expression.arkit import INDEX
 from puppetry.face import mesh as M
 from puppetry.face.tracker import FaceTracker, detect_face
 from puppetry.portrait import bundled_portrait
@@ -175,3 +176,22 @@ def test_teeth_are_rigid(speech_still):
         heights.append(int(np.argmin(teeth)) if not teeth.all() else len(teeth))   # bright run from the lip
     assert heights[0] > 2
     assert abs(heights[0] - heights[1]) <= 2
+
+
+
+def test_a_closed_mouth_still_rests_closed(tracker):
+    """A still with the lips closed whose chin is longer than the canonical face's fits as
+    some jawOpen (0.19 on this Obama frame); undoing all of it pushed the lower lip into the
+    upper one and the rendered rest showed an open mouth (0.11 IOD re-tracked). Only the
+    jaw opening that parts the photo's lips is undone."""
+    cap = cv2.VideoCapture(str(_dev_video("obama_weekly_address_2010.mp4")))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 333)                 # the still evaluate_lipsync drives
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    still = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    assert metrics.lip_gap(tracker.track(still).landmarks) < 0.03      # its lips are closed
+    p = load_portrait(still, size=384, frame="full")
+    assert p.expression[INDEX["jawOpen"]] < 0.05
+    rest = metrics.lip_gap(tracker.track(WarpRenderer(p).render_frame(DrivingFrame())).landmarks)
+    assert rest <= MAX_REST_GAP
