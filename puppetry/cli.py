@@ -151,7 +151,8 @@ def _verify(args) -> int:
         verdict = "FOUND" if report["watermark"] else "not found"
         print(f"{args.video}: puppetry watermark {verdict} (z = {report['z']:.1f}, "
               f"p = {report['p_value']:.2g}, {report['frames']} frames)")
-        tags = ", ".join(f"{k}={v}" for k, v in report["metadata"].items() if k != "comment")
+        meta = report["metadata"]   # the long comment only where it is the one tag (a GIF)
+        tags = ", ".join(f"{k}={v}" for k, v in meta.items() if k != "comment" or len(meta) == 1)
         print(f"AI-generated metadata: {tags or 'none (never written, or stripped)'}")
     return 0 if report["watermark"] else VERIFY_NOT_FOUND
 

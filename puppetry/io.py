@@ -344,6 +344,8 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float = FPS,
             log.seek(0)
             tail = log.read().decode(errors="replace").strip()[-STDERR_TAIL:]
             raise RuntimeError(f"ffmpeg could not write {path} (exit {proc.returncode}): {tail}")
+        if VIDEO_FORMATS[suffix][0] == "gif":   # ffmpeg writes no tags into a GIF
+            provenance.tag_gif(tmp)
     return path
 
 

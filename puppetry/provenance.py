@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -75,11 +76,26 @@ def metadata() -> dict[str, str]:
 
 def ffmpeg_args(muxer: str = "mp4") -> list[str]:
     """ffmpeg output options that write :func:`metadata` into a ``muxer`` file (``mp4``,
-    ``mov``, ``matroska``, ``webm``; ``gif`` has no tags, so none). In mp4/mov the keys
+    ``mov``, ``matroska``, ``webm``; ``gif`` has none: :func:`tag_gif` adds a comment after
+    ffmpeg). In mp4/mov the keys
     beyond the standard ones are written only with ``-movflags +use_metadata_tags``."""
     if muxer == "gif":
         return []
     return [arg for key, value in metadata().items() for arg in ("-metadata", f"{key}={value}")]
+
+
+def tag_gif(path) -> None:
+    """Write :func:`metadata`'s comment into a GIF as a Comment Extension, right after its
+    screen descriptor and global colour table (ffmpeg reads it back as the ``comment``
+    tag; ``puppetry verify`` then lists it). The file is rewritten in place."""
+    data = Path(path).read_bytes()
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
+        raise ValueError(f"{path} is not a GIF file")
+    flags = data[10]
+    start = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    text = metadata()["comment"].encode("ascii", "replace")
+    blocks = b"".join(bytes([len(text[i:i + 255])]) + text[i:i + 255] for i in range(0, len(text), 255))
+    Path(path).write_bytes(b"GIF89a" + data[6:start] + b"\x21\xfe" + blocks + b"\x00" + data[start:])
 
 
 # ---- the key pattern -------------------------------------------------------------------

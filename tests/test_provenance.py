@@ -132,6 +132,19 @@ def test_metadata_is_written(tmp_path, coffee, suffix):
     assert verify(out)["metadata"]["ai_generator"].startswith("puppetry")
 
 
+def test_a_gif_carries_the_comment_and_the_mark(tmp_path, coffee):
+    """GIF has no container tags ffmpeg writes: the AI-generated comment goes into a GIF
+    Comment Extension, which ffmpeg (ffprobe) and verify read back."""
+    out = write_video(tmp_path / "v.gif", coffee)
+    log = subprocess.run([FFMPEG, "-hide_banner", "-i", str(out)], capture_output=True,
+                         text=True).stderr
+    assert "comment" in log and "AI-generated video" in log and "Input #0, gif" in log
+    report = verify(out)
+    assert report["watermark"] and "puppetry" in report["metadata"]["comment"]
+    with av.open(str(out)) as c:                      # still a whole, decodable GIF
+        assert sum(1 for _ in c.decode(video=0)) == len(coffee)
+
+
 def test_verify_cli(tmp_path, coffee, capsys):
     ours = write_video(tmp_path / "ours.mp4", coffee)
     assert main(["verify", str(ours)]) == 0
