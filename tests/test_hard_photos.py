@@ -141,13 +141,9 @@ def test_open_mouth_retracks_as_its_geometry(case, speech_still, photo, tracker)
     rgb = speech_still if case == "speech_still" else _crop(photo, 1.6)
     r = WarpRenderer(load_portrait(rgb, size=320))
     frame = DrivingFrame.make(expression={"jawOpen": 0.6})
-    lm = tracker.track(r.render_frame(frame)).landmarks[:468, :2]
-    geo = r.posed_vertices(frame)[:, :2]
-    iod = M.interocular(geo)
-    for line in (M.LIP_INNER_UPPER[1:-1], M.LIP_INNER_LOWER[1:-1]):
-        assert abs((lm[line, 1] - geo[line, 1]).mean()) < 0.05 * iod
-    width = lambda pts: np.linalg.norm(pts[61] - pts[291])
-    assert abs(width(lm) / width(geo) - 1) < 0.1
+    upper, lower, width = metrics.lip_offsets(tracker.track(r.render_frame(frame)).landmarks,
+                                              r.posed_vertices(frame))
+    assert abs(upper) < 0.05 and abs(lower) < 0.05 and abs(width - 1) < 0.1
 
 
 def test_blink_closes_the_eye(photo, tracker):

@@ -174,13 +174,9 @@ def test_open_mouth_retracks_as_its_geometry(renderer, tracker, jaw):
     # the bundled portrait shows its teeth: what is drawn in its open mouth is read back
     # where the geometry put the lips (not the upper teeth taken for lip, issue 10)
     frame = DrivingFrame.make(expression={"jawOpen": jaw})
-    lm = retrack(tracker, renderer.render_frame(frame))[:468, :2]
-    geo = renderer.posed_vertices(frame)[:, :2]
-    iod = M.interocular(geo)
-    for line in (M.LIP_INNER_UPPER[1:-1], M.LIP_INNER_LOWER[1:-1]):
-        assert abs((lm[line, 1] - geo[line, 1]).mean()) < 0.05 * iod
-    width = lambda pts: np.linalg.norm(pts[61] - pts[291])
-    assert abs(width(lm) / width(geo) - 1) < 0.1
+    upper, lower, width = metrics.lip_offsets(retrack(tracker, renderer.render_frame(frame)),
+                                              renderer.posed_vertices(frame))
+    assert abs(upper) < 0.05 and abs(lower) < 0.05 and abs(width - 1) < 0.1
 
 
 def test_open_mouth_is_dark_to_its_corners_and_closed_lips_hide_the_teeth(portrait, renderer, tracker):

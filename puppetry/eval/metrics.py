@@ -32,6 +32,21 @@ def lip_gap(lm: np.ndarray) -> float:
     return float(gaps.mean() / np.linalg.norm(lm[EYE_CORNERS[1], :2] - lm[EYE_CORNERS[0], :2]))
 
 
+def lip_offsets(tracked: np.ndarray, geometry: np.ndarray) -> tuple[float, float, float]:
+    """How far re-tracked lips lie from the geometry that drove them.
+
+    tracked, geometry : float[>=468 x 2+] image points (re-tracked landmarks, and the
+    renderer's posed vertices). Returns (upper, lower, width): the mean vertical offset of
+    the inner upper and lower lip's middle points, in the geometry's IOD, and the mouth
+    width (61-291) tracked over the geometry's.
+    """
+    iod = M.interocular(geometry)
+    upper, lower = (float((tracked[line, 1] - geometry[line, 1]).mean() / iod)
+                    for line in (M.LIP_INNER_UPPER[1:-1], M.LIP_INNER_LOWER[1:-1]))
+    width = lambda pts: np.linalg.norm(pts[61, :2] - pts[291, :2])
+    return upper, lower, float(width(tracked) / width(geometry))
+
+
 def eye_aspect_ratio(lm: np.ndarray) -> float:
     """Mean eye aspect ratio of both eyes (about 0.25-0.35 open, under 0.1 closed)."""
     def ear(idx):
