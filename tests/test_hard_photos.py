@@ -12,7 +12,6 @@ import pytest
 from puppetry import DrivingFrame, WarpRenderer, load_portrait
 from puppetry.eval import metrics
 from puppetry.expression.arkit import INDEX
-from puppetry.face import mesh as M
 from puppetry.face.tracker import FaceTracker, detect_face
 from puppetry.portrait import bundled_portrait
 
