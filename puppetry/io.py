@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import secrets
 import stat
 import subprocess
@@ -87,9 +88,13 @@ def load_image(path: PathLike) -> np.ndarray:
                 return _to_rgb(ImageOps.exif_transpose(im))
     except limits.LimitError as e:
         raise ImageError(str(e)) from None
-    except Image.DecompressionBombError as e:  # PIL's own guard, for frames it can see
-        raise ImageError(f"{path} is too large to decode ({e}): downscale it before use "
-                         "(puppetry.limits.MAX_IMAGE_PIXELS)") from None
+    except Image.DecompressionBombError as e:  # PIL's own guard, met before the header's size
+        pixels = re.search(r"\((\d+) pixels\)", str(e))  # is ours to check: our limit's words
+        size = f" ({int(pixels[1]) / 1e6:.0f} million pixels)" if pixels else ""
+        raise ImageError(f"{path} is too large{size}: the limit is "
+                         f"{limits.MAX_IMAGE_PIXELS / 1e6:.0f} million pixels "
+                         "(puppetry.limits.MAX_IMAGE_PIXELS); downscale it before use "
+                         "(a portrait needs no more than ~2000 px)") from None
     except UnidentifiedImageError:
         reason = "cannot identify image file"
     except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying "corrupt"

@@ -3,7 +3,9 @@
 Every file is made in tmp_path from the bundled portrait; a good one must give the same
 face, at the same place on the canvas, as the bundled portrait itself.
 """
+import struct
 import warnings
+import zlib
 
 import cv2
 import numpy as np
@@ -66,6 +68,22 @@ def test_image_modes_load_and_find_the_face(tmp_path, astronaut, reference, name
     offset = np.linalg.norm(p.landmarks[:468, :2] - reference.landmarks[:468, :2], axis=1)
     assert offset.mean() < SAME_PLACE_PX, f"{name}: face moved {offset.mean():.1f} px"
     assert p.landmarks[10, 1] < p.landmarks[152, 1]               # upright: forehead above chin
+
+
+@pytest.mark.parametrize("w, h", [(9000, 9000), (65000, 9000)])
+def test_a_header_over_the_pixel_limit_names_our_limit(tmp_path, w, h):
+    """Only a header is needed: the limit is checked before decoding. 65000 x 9000 meets
+    PIL's own bomb guard first, whose message quoted PIL's 179 MP, not our limit."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data))
+    path = tmp_path / "poster.png"
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)            # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    words = r"poster.png is .*\b64 million pixels.*MAX_IMAGE_PIXELS"
+    with pytest.raises(ImageError, match=words) as e:
+        load_portrait(path)
+    assert "178956970" not in str(e.value) and "179" not in str(e.value)
 
 
 def test_huge_image(tmp_path, astronaut, reference):
