@@ -10,7 +10,8 @@ Live, :class:`FaceDriver` turns one camera frame at a time into a :class:`Drivin
 
 The tracking loop (one, shared by ``track_clip``, ``FaceDriver`` and the person-style fit):
 
-1. Track every frame (MediaPipe Face Mesh in video mode): 478 landmarks in pixels.
+1. Track every frame (MediaPipe Face Mesh in video mode, one face: its detector runs only
+   to find the face again once lost): 478 landmarks in pixels.
 2. Reject frames where no face was found, the face is blurred (Laplacian variance of the
    face box under ``BLUR_SHARE`` of the clip's median) or the fit below is implausible
    (residual over ``MAX_RESIDUAL_IOD``, or the head turning more than ``MAX_TURN_DEG``
@@ -54,10 +55,13 @@ from ..render.config import RenderConfig
 from .frames import DrivingFrame, Motion
 
 NEUTRAL_SHARE = 0.1       # fraction of kept frames (smallest lip opening) that make the identity
-VIDEO_ITERATIONS = 2      # Gauss-Newton steps per frame at most when starting from the frame
-                          # before (fewer once a step is below fitting.STEP_TOL; 1, 2 and 3
-                          # gave the same weights to 1e-3 on the tuning clip)
-LIVE_ITERATIONS = 2       # ... for live driving
+VIDEO_ITERATIONS = 1      # Gauss-Newton steps per frame when starting from the frame before
+                          # (on Obama 0-6 s one step against two: weights within 4e-4 on
+                          # average, 0.03 at most, angles within 0.16°; 3.3 ms a frame, not 5)
+LIVE_ITERATIONS = 1       # ... for live driving
+TRACK_FACES = 1           # faces MediaPipe tracks in a video: with one, its detector runs
+                          # only when the face is lost (with 4 it ran on every frame looking
+                          # for more: 14.5 ms CPU a 450² frame against 9.2)
 BLUR_SHARE = 0.3          # a face box sharper than this share of the clip's median is kept
 BLUR_WIDTH_PX = 128       # face boxes are compared for sharpness at this width
 MAX_RESIDUAL_IOD = 0.08   # RMS distance of the landmarks from the fitted model, beyond: rejected
@@ -375,7 +379,7 @@ def track_clip(source, *, fps: float | None = None, progress: Callable | None = 
     frames, fps, total, name = _frames_of(source, fps)
     report = progress or (lambda done, total, stage: None)
     # 1. Track; 2. (blur) measure each face box's sharpness.
-    tracker = FaceTracker(static=False)
+    tracker = FaceTracker(static=False, max_faces=TRACK_FACES)
     landmarks, sharp, size = [], [], None
     try:
         for i, rgb in enumerate(frames):
@@ -470,7 +474,7 @@ class FaceDriver:
         from ..face.tracker import FaceTracker  # mediapipe: heavy, imported on use
 
         self.fps, self.smooth, self.names = float(fps), smooth, names
-        self._tracker = FaceTracker(static=False)
+        self._tracker = FaceTracker(static=False, max_faces=TRACK_FACES)
         self._filter = OneEuroFilter()
         self._count = 0
         self.reset()

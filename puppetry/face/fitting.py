@@ -98,6 +98,20 @@ def _rodrigues(v: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
+def _pose_columns(posed: np.ndarray, s: float) -> np.ndarray:
+    """d(posed points)/d(pose step) for posed float64[V x 3] (IOD, image axes) at scale s:
+    float64[7 x V x 3], the rotation steps about x, y, z (``axis x posed``), the relative
+    scale step, then the translation steps (pixels / s)."""
+    x, y, z = posed.T
+    out = np.zeros((N_POSE, len(posed), 3))
+    out[0, :, 1], out[0, :, 2] = -z, y                   # e_x x p = (0, -z, y)
+    out[1, :, 0], out[1, :, 2] = z, -x                   # e_y x p = (z, 0, -x)
+    out[2, :, 0], out[2, :, 1] = -y, x                   # e_z x p = (-y, x, 0)
+    out[3] = posed
+    out[4, :, 0] = out[5, :, 1] = out[6, :, 2] = 1.0 / s
+    return out
+
+
 def _box_qp(hess: np.ndarray, grad: np.ndarray, lower: np.ndarray, upper: np.ndarray,
             guess: np.ndarray | None = None) -> np.ndarray:
     """argmin ½xᵀHx - gᵀx subject to lower <= x <= upper, H positive definite (float[n x n],
@@ -192,11 +206,10 @@ class ExpressionFitter:
         x = np.r_[w, np.zeros(N_POSE)]
         for _ in range(iterations):
             # 2. Linearise around (rot, s, t, w); unknowns: w (absolute) and pose steps.
-            posed = (self.shape + (w @ self.basis.reshape(k, -1)).reshape(-1, 3)) @ rot.T  # (468, 3)
-            pose_cols = [np.cross(axis, posed) for axis in np.eye(3)]          # rotation
-            pose_cols += [posed] + [np.broadcast_to(a / s, posed.shape) for a in np.eye(3)]
-            expr_cols = (flat_basis @ rot[axes].T).reshape(k, -1, len(weight))   # (K, 468, A)
-            columns = np.concatenate([expr_cols, np.stack(pose_cols)[..., axes]])  # (K+7, 468, A)
+            posed = (self.shape + (w @ flat_basis.reshape(k, -1)).reshape(-1, 3)) @ rot.T  # (468, 3)
+            columns = np.empty((k + N_POSE, len(posed), len(weight)))           # (K+7, 468, A)
+            columns[:k] = (flat_basis @ rot[axes].T).reshape(k, -1, len(weight))
+            columns[k:] = _pose_columns(posed, s)[..., axes]
             target = ((lm - t) / s - self.shape @ rot.T)[:, axes]                   # IOD
             a = (columns * weight).reshape(k + N_POSE, -1)                          # (K+7, 468·A)
             b = (target * weight).reshape(-1)
@@ -211,7 +224,7 @@ class ExpressionFitter:
                 break
         weights = np.zeros(N_EXPRESSIONS, np.float32)
         weights[self.columns] = np.clip(w, 0.0, 1.0)
-        model = s * (self.shape + np.einsum("k,kvc->vc", w, self.basis)) @ rot.T + t
+        model = s * (self.shape + (w @ flat_basis.reshape(k, -1)).reshape(-1, 3)) @ rot.T + t
         residual = float(np.sqrt(((model - lm)[:, :2] ** 2).sum(1).mean()) / s)
         return Fit(rot, float(s), t, weights, residual)
 
