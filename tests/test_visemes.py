@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from puppetry.expression.arkit import ARKIT_NAMES, INDEX
+from puppetry.expression.arkit import ARKIT_NAMES, INDEX, SPEECH_NAMES
 from puppetry.expression.visemes import (
-    ESPEAK_IPA, FESTIVAL_PHONES, PHONEMES, SPEECH_SHAPES, SPHINX_PHONES, VISEME_TARGETS,
+    ESPEAK_IPA, FESTIVAL_PHONES, PHONEMES, SPHINX_PHONES, VISEME_TARGETS,
     convert, lip_gap, merge_ipa, to_arpabet, viseme_curves)
 
 # festival's radio_phones.scm (the US voices kal, ked, slt) and flite's cmu_us phone set
@@ -81,7 +81,7 @@ def test_targets_are_phonetically_sensible():
         assert VISEME_TARGETS[p]["mouthPucker"] + VISEME_TARGETS[p]["mouthFunnel"] >= 0.6
     assert VISEME_TARGETS["th"]["tongueOut"] > 0.3
     assert not any(VISEME_TARGETS["sil"].values())
-    assert set(SPEECH_SHAPES) <= set(ARKIT_NAMES)
+    assert set(SPEECH_NAMES) <= set(ARKIT_NAMES)
 
 
 def test_curves_shape_range_and_silence_elsewhere():
@@ -90,7 +90,7 @@ def test_curves_shape_range_and_silence_elsewhere():
     c = viseme_curves(phones)
     assert c.shape == (101, 52) and c.dtype == np.float32
     assert c.min() >= 0 and c.max() <= 1
-    other = [i for i, n in enumerate(ARKIT_NAMES) if n not in SPEECH_SHAPES]
+    other = [i for i, n in enumerate(ARKIT_NAMES) if n not in SPEECH_NAMES]
     assert not c[:, other].any()
     assert viseme_curves(phones, rate=30.0).shape == (31, 52)
     assert viseme_curves(phones, n_frames=250).shape == (250, 52)

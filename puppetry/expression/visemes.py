@@ -40,7 +40,7 @@ import unicodedata
 
 import numpy as np
 
-from puppetry.expression.arkit import ARKIT_NAMES, INDEX, N_EXPRESSIONS
+from puppetry.expression.arkit import ARKIT_NAMES, INDEX, N_EXPRESSIONS, SPEECH_NAMES
 
 RATE = 100.0            # frames per second of the curves by default
 MAX_PIECE_S = 0.12      # s: longer segments are split into pieces of at most this length
@@ -166,14 +166,6 @@ def merge_ipa(symbols: list[str], pad: str = "_") -> list[tuple[str, list[int]]]
 
 # 2. Targets -----------------------------------------------------------------------------
 
-SPEECH_SHAPES: tuple[str, ...] = (
-    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthStretchLeft",
-    "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthUpperUpLeft",
-    "mouthUpperUpRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthSmileLeft",
-    "mouthSmileRight", "mouthPressLeft", "mouthPressRight", "mouthShrugUpper",
-    "mouthShrugLower", "tongueOut",
-)
-
 # Shapes given once for both sides.
 _SIDED = {"stretch": "mouthStretch", "upperUp": "mouthUpperUp", "lowerDown": "mouthLowerDown",
           "smile": "mouthSmile", "press": "mouthPress"}
@@ -252,7 +244,7 @@ _SEAL = N_EXPRESSIONS
 VISEME_TARGETS: dict[str, dict[str, float]] = {
     p: {name: round(float(t[INDEX[name]] if name != "mouthClose"
                           else t[_SEAL] * t[INDEX["jawOpen"]]), 4)
-        for name in SPEECH_SHAPES}
+        for name in SPEECH_NAMES}
     for p, t in _TARGETS.items()
 }
 
@@ -335,7 +327,7 @@ def viseme_curves(phones: list[tuple[str, float, float]], rate: float = RATE,
     rate : frames per second; frame i samples time ``i / rate``.
     n_frames : length of the result; by default up to the end of the last segment.
     Returns expressions : float32[T x 52], 0..1, in ``ARKIT_NAMES`` order; only the
-    ``SPEECH_SHAPES`` are non-zero.
+    ``SPEECH_NAMES`` (``puppetry.expression.arkit``) are non-zero.
     """
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
