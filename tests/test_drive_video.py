@@ -132,6 +132,39 @@ def test_face_driver_live(frames):
     driver.close()
 
 
+def test_face_driver_expressions_absolute_when_started_mid_word(frames):
+    """A user who starts mid-word: the jaw opening of the first face is not taken as
+    neutral, so later frames read (nearly) the same weights as for one who started closed."""
+    jaw = INDEX["jawOpen"]
+    start = 12                                             # jawOpen 0.5 there (known_motion)
+    closed, mid_word = FaceDriver(fps=FPS, smooth=False), FaceDriver(fps=FPS, smooth=False)
+    a = np.array([closed(f).expression[jaw] for f in frames])[start:]
+    b = np.array([mid_word(f).expression[jaw] for f in frames[start:]])
+    assert b[0] > 0.25                                     # the first face's own opening is read
+    assert np.abs(a - b).mean() < 0.05 and np.corrcoef(a, b)[0, 1] > 0.95
+    closed.close(), mid_word.close()
+
+
+def test_face_driver_rest_pose_is_not_the_first_frame(portrait):
+    """One turned first frame, then a still face: the reference is the mean pose of the
+    first second, so the still face reads nearly straight (not 10° off all session)."""
+    from puppetry import WarpRenderer
+    renderer = WarpRenderer(portrait)
+    turned = Motion.still(1, FPS)
+    turned.rotation[0, 0] = 10.0
+    first = renderer.render_frame(turned[0]).copy()
+    still = renderer.render_frame(Motion.still(1, FPS)[0]).copy()
+    driver = FaceDriver(fps=FPS, smooth=False)
+    out = [driver(f) for f in [first] + [still] * 2 * FPS]
+    assert out[0].rotation[0] == pytest.approx(0.0, abs=0.5)        # the first face: its own reference
+    assert out[1].rotation[0] < -3.0                                  # early on, still relative to it
+    late = np.array([o.rotation[0] for o in out[FPS + 1:]])          # after REFERENCE_SECONDS
+    assert np.abs(late).max() < 1.5
+    driver.reset()
+    assert driver(still).rotation[0] == pytest.approx(0.0, abs=0.5)
+    driver.close()
+
+
 def test_track_clip_errors(frames, tmp_path):
     with pytest.raises(TrackingError, match="fps"):
         track_clip(frames)

@@ -67,6 +67,7 @@ BLUR_WIDTH_PX = 128       # face boxes are compared for sharpness at this width
 MAX_RESIDUAL_IOD = 0.08   # RMS distance of the landmarks from the fitted model, beyond: rejected
 MAX_TURN_DEG = 25.0       # rotation between consecutive kept frames, beyond: rejected
 BLINK_HOLD = 0.5          # gaze is not read while an eyeBlink weight exceeds this
+REFERENCE_SECONDS = 1.0   # live driving: the rest pose is the mean of the faces seen this long
 MIN_VALID = 2             # a clip needs a face in at least this many frames
 OTHER_MOUTH_STD = 0.05    # prior spread of the mouth, cheek and nose shapes speech does not use
 LIP_PARTING_STD = 0.15    # prior spread of mouthUpperUp/LowerDown at least (driving_prior)
@@ -304,6 +305,17 @@ class _Reference:
         pivot = fit.to_image(np.array([RenderConfig().pivot]))[0]
         return cls(fit.rotation, fit.scale, pivot, float(np.ptp(lm[:, 0])), _eye_offsets(fit, lm))
 
+    @classmethod
+    def mean(cls, refs: list["_Reference"], open_eyes: list[bool]) -> "_Reference":
+        """The average of several references (the rotation: the nearest rotation to the
+        mean matrix); the eyes from the frames with ``open_eyes`` (all if none)."""
+        u, _, vt = np.linalg.svd(np.mean([r.rotation for r in refs], axis=0))
+        rotation = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+        eyes = [r.eyes for r, ok in zip(refs, open_eyes) if ok] or [r.eyes for r in refs]
+        return cls(rotation, float(np.mean([r.scale for r in refs])),
+                   np.mean([r.pivot for r in refs], axis=0),
+                   float(np.mean([r.face_width for r in refs])), np.mean(eyes, axis=0))
+
 
 def _channels(fit: Fit, lm: np.ndarray, ref: _Reference) -> np.ndarray:
     """One fitted frame -> float64[60] channels relative to ``ref`` (module doc, 5); the
@@ -318,6 +330,15 @@ def _channels(fit: Fit, lm: np.ndarray, ref: _Reference) -> np.ndarray:
         out[GAZE] = np.nan
     out[EXPRESSION] = fit.weights
     return out
+
+
+def _neutral_of(lm: np.ndarray) -> Identity:
+    """The identity of one tracked face (float[478 x 3] pixels) with its mouth taken out,
+    as a photo's (``portrait.neutral_shape``): the jaw opening undone, the lips closed."""
+    from ..portrait import neutral_shape
+    lm = np.asarray(lm, np.float64)[:468]
+    shape, _ = neutral_shape(M.head_frame(lm).to_head(lm))
+    return Identity.from_shape(shape)
 
 
 def _to_motion(table: np.ndarray, fps: float) -> Motion:
@@ -453,15 +474,19 @@ def _angle_between(a: np.ndarray, b: np.ndarray) -> float:
 class FaceDriver:
     """Live driving, frame by frame (a webcam): ``driver(rgb) -> DrivingFrame | None``.
 
-    The first face it sees is the reference: pose, gaze and expression are measured
-    relative to it (that face counts as neutral, so start the camera with a relaxed face
-    looking at it), as an X2Face driving frame; ``reset()`` takes a new reference. Frames
-    without a face (or whose fit is implausible) give None. Channels are smoothed by a
-    causal one-euro filter (module doc, 6) on the frames' times.
+    Expressions are absolute, as ``track_clip``'s: the identity is the first face seen with
+    its mouth taken out (``portrait.neutral_shape``: the jaw opening undone, the lips
+    closed, as for a photo), so a user who starts mid-word does not shift every later
+    expression by that word's opening. Pose, gaze, translation and scale are relative (an
+    X2Face driving frame) to the user's rest pose: the mean of the faces seen in the first
+    ``REFERENCE_SECONDS`` (a running mean until then), so one odd first frame (a turn, a
+    nod) does not offset the whole session; ``reset()`` forgets identity and reference.
+    Frames without a face (or whose fit is implausible) give None. Channels are smoothed by
+    a causal one-euro filter (module doc, 6) on the frames' times.
 
-    Speed: MediaPipe in video mode (~3-5 ms at 256²) plus ``LIVE_ITERATIONS`` steps of the
-    fit started from the frame before (~4 ms each): about 10-15 ms a 256² frame on one
-    core, before rendering. Track at 256² (or downscale the camera to it): landmarks are
+    Speed: MediaPipe in video mode (~3-5 ms at 256²) plus ``LIVE_ITERATIONS`` step of the
+    fit started from the frame before (~3 ms): about 10 ms a 256² frame on one core,
+    before rendering. Track at 256² (or downscale the camera to it): landmarks are
     no steadier at higher resolution. Not thread-safe: one driver per camera.
 
     >>> driver = FaceDriver()
@@ -480,8 +505,11 @@ class FaceDriver:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the reference: the next face seen becomes it."""
+        """Forget the identity and the reference: they are taken again from the next faces."""
         self._fitter = self._ref = self._last = None
+        self._warmup: list[_Reference] = []         # references seen in REFERENCE_SECONDS
+        self._open: list[bool] = []                 # ... with the eyes open
+        self._since = None                          # time of the first of them, s
         self._gaze = np.zeros(2)
         self._filter.reset()
 
@@ -500,8 +528,7 @@ class FaceDriver:
             return None
         lm = face.landmarks
         if self._fitter is None:
-            self._fitter = ExpressionFitter(Identity.from_landmarks(lm), self.names,
-                                            driving_prior(self.fps))
+            self._fitter = ExpressionFitter(_neutral_of(lm), self.names, driving_prior(self.fps))
         if self._last is None:
             fit = self._fitter.fit(lm)
         else:
@@ -510,8 +537,12 @@ class FaceDriver:
             if fit.residual > MAX_RESIDUAL_IOD or \
                     _angle_between(fit.rotation, self._last.rotation) > MAX_TURN_DEG:
                 return None
-        if self._ref is None:
-            self._ref = _Reference.of(fit, lm)
+        if self._since is None or t - self._since < REFERENCE_SECONDS:   # the rest pose
+            self._since = t if self._since is None else self._since
+            self._warmup.append(_Reference.of(fit, lm))
+            self._open.append(max(fit.weights[INDEX["eyeBlinkLeft"]],
+                                  fit.weights[INDEX["eyeBlinkRight"]]) <= BLINK_HOLD)
+            self._ref = _Reference.mean(self._warmup, self._open)
         self._last = fit
         channels = _channels(fit, lm, self._ref)
         if np.isnan(channels[GAZE.start]):          # eyes closed: hold the gaze
