@@ -76,12 +76,91 @@ def load_corpus(folder: Path, outputs: tuple[str, ...]):
     return items
 
 
-class Batches:
-    """Random crops -> (windows [B x T x W x D], targets [B x T x K])."""
+PACK_S = 30.0              # s of audio per encoder call when packing (Whisper's window)
+PACK_GAP_S = 0.4           # s of silence between packed utterances
 
-    def __init__(self, items, features, dims: ModelDims, frames: int, rng: np.random.Generator):
+
+def pack_utterances(lengths: list[int], voices: list[str], hop: int,
+                    window: int = round(PACK_S * SAMPLE_RATE),
+                    gap: int = round(PACK_GAP_S * SAMPLE_RATE)) -> list[list[tuple[int, int]]]:
+    """Utterances packed into encoder windows: lists of (item index, start sample), one
+    voice per window, starts on multiples of ``hop`` (so feature frames line up exactly),
+    ``gap`` samples of silence between them, each window at most ``window`` samples (an
+    utterance longer than that gets a window of its own)."""
+    packs, by_voice = [], {}
+    for i, v in enumerate(voices):
+        by_voice.setdefault(v, []).append(i)
+    for idx in by_voice.values():
+        cur, pos = [], 0
+        for i in idx:
+            start = -(-pos // hop) * hop
+            if cur and start + lengths[i] > window:
+                packs.append(cur)
+                cur, start = [], 0
+            cur.append((i, start))
+            pos = start + lengths[i] + gap
+        packs.append(cur)
+    return packs
+
+
+def feature_cache(items, features, folder: Path) -> list[np.ndarray]:
+    """Raw features of every utterance in ``items`` (float32[T_i x D] each), computed once
+    and kept beside the corpus in ``folder/features_<name>.npy`` (+ ``.json``: the
+    utterances' lengths, the extractor and the packing, so a changed corpus or extractor
+    recomputes).
+
+    A whole-utterance encoder (Whisper) costs one 30 s window per call whatever the audio's
+    length: on this 2-core machine ~3 s each under load, over an hour for the corpus one
+    utterance at a time. So one voice's utterances are packed into each window
+    (:func:`pack_utterances`, 0.4 s of silence between them), as long audio is encoded at
+    inference (30 s windows holding many sentences of one speaker), and each utterance's
+    frames are cut out of it: ~7x fewer encoder calls. Extractors of frame-wise features
+    (no packing needed) are run per utterance."""
+    from puppetry.features import n_feature_frames
+
+    stem = folder / f"features_{features.name.replace(':', '_').replace('/', '_')}"
+    hop = SAMPLE_RATE / features.rate
+    packed = features.name != "mel" and hop == int(hop)
+    key = {"features": features.name, "dim": int(features.dim), "rate": float(features.rate),
+           "packed": [PACK_S, PACK_GAP_S] if packed else None,
+           "samples": [int(len(a)) for a, _, _ in items]}
+    index = stem.with_suffix(".json")
+    if index.exists() and json.loads(index.read_text()).get("key") == key:
+        flat = np.load(stem.with_suffix(".npy"), mmap_mode="r")
+        offsets = json.loads(index.read_text())["offsets"]
+        return [np.asarray(flat[offsets[i]:offsets[i + 1]]) for i in range(len(items))]
+    lengths = [len(a) for a, _, _ in items]
+    packs = (pack_utterances(lengths, [v for *_, v in items], int(hop)) if packed
+             else [[(i, 0)] for i in range(len(items))])
+    out, t0 = [None] * len(items), time.time()
+    for k, pack in enumerate(packs):
+        audio = np.zeros(max(s + lengths[i] for i, s in pack), np.float32)
+        for i, s in pack:
+            audio[s:s + lengths[i]] = items[i][0]
+        feats = np.asarray(features(audio), np.float32)
+        for i, s in pack:
+            a = round(s / hop)
+            out[i] = feats[a:a + n_feature_frames(lengths[i], features.rate)].copy()
+        if (k + 1) % 20 == 0:
+            print(f"features: {k + 1}/{len(packs)} encoder calls ({time.time() - t0:.0f} s)", flush=True)
+    offsets = np.concatenate([[0], np.cumsum([len(f) for f in out])]).tolist()
+    tmp = stem.with_name(stem.name + ".tmp.npy")
+    np.save(tmp, np.concatenate(out) if out else np.zeros((0, features.dim), np.float32))
+    tmp.replace(stem.with_suffix(".npy"))
+    index.write_text(json.dumps({"key": key, "offsets": offsets}))
+    return out
+
+
+class Batches:
+    """Random crops -> (windows [B x T x W x D], targets [B x T x K]).
+
+    ``cache``: the utterances' raw features, aligned with ``items`` (:func:`feature_cache`),
+    or None to compute them on first use."""
+
+    def __init__(self, items, features, dims: ModelDims, frames: int, rng: np.random.Generator,
+                 cache: list[np.ndarray] | None = None):
         self.items, self.features, self.dims, self.frames, self.rng = items, features, dims, frames, rng
-        self.cache = {}                      # features of un-augmented utterances
+        self.cache = dict(enumerate(cache)) if cache is not None else {}  # un-augmented features
         # gain and noise need features recomputed per crop: only for fast extractors (mel);
         # slow encoders (whisper) train on cached features and the corpus's stored variants
         self.audio_augment = features.name == "mel"
@@ -235,8 +314,11 @@ def main(argv=None):
         dims = replace(dims, norm_mean=mean, norm_std=std)
     print(f"look-ahead {dims.window_after} feature frames + {dims.filter_after} filter frames "
           f"= {dims.lookahead_s * 1000:.0f} ms (+ the features' own)", flush=True)
-    train_b = Batches(train, features, dims, args.frames, rng)
-    val_b = Batches(val, features, dims, args.frames, np.random.default_rng(2))
+    # slow encoders train on cached features of the stored utterances (Batches.audio_augment)
+    cache = None if features.name == "mel" else feature_cache(items, features, args.data)
+    split = lambda keep: None if cache is None else [f for f, it in zip(cache, items) if keep(it[2])]
+    train_b = Batches(train, features, dims, args.frames, rng, split(lambda v: v not in held))
+    val_b = Batches(val, features, dims, args.frames, np.random.default_rng(2), split(lambda v: v in held))
     val_set = [val_b(args.batch, augment=False) for _ in range(8)]
     closure_cols = [dims.outputs.index(n) for n in CLOSURE_NAMES]
     aperture = (dims.outputs.index("jawOpen"), dims.outputs.index("mouthClose")) if args.aperture else None

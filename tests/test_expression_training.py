@@ -1,0 +1,64 @@
+"""The training script's feature cache: utterances packed into encoder windows, cut out
+again on the right frames, and kept on disk (pipelines/train_audio2expression.py)."""
+import numpy as np
+
+from puppetry.audio import SAMPLE_RATE
+
+
+class FrameFeatures:
+    """A frame-wise stand-in for an encoder: per 20 ms frame centred on sample 320 k, the
+    mean and peak of the samples around it (so a packed utterance's frames equal its own)."""
+
+    name, rate, dim = "frames", 50.0, 2
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, audio):
+        self.calls += 1
+        n = -(-len(audio) // 320)
+        padded = np.pad(audio, (160, 320 * n + 160 - len(audio)))
+        frames = padded[:320 * n].reshape(n, 320)
+        return np.stack([frames.mean(1), np.abs(frames).max(1)], 1).astype(np.float32)
+
+
+def _items(rng, n=9):
+    lengths = rng.integers(SAMPLE_RATE // 2, SAMPLE_RATE * 9, n)
+    return [(rng.standard_normal(k).astype(np.float32) * 0.1, None, f"v{i % 2}")
+            for i, k in enumerate(lengths)]
+
+
+def test_packs_hold_one_voice_aligned_and_apart(pipeline):
+    pack = pipeline("train_audio2expression").pack_utterances
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in rng.integers(SAMPLE_RATE, SAMPLE_RATE * 8, 40)] + [SAMPLE_RATE * 35]
+    voices = [f"v{i % 3}" for i in range(41)]
+    packs = pack(lengths, voices, 320)
+    assert sorted(i for p in packs for i, _ in p) == list(range(41))
+    for p in packs:
+        assert len({voices[i] for i, _ in p}) == 1
+        assert all(s % 320 == 0 for _, s in p)
+        spans = sorted((s, s + lengths[i]) for i, s in p)
+        assert all(b[0] - a[1] >= 0.4 * SAMPLE_RATE - 1 for a, b in zip(spans, spans[1:]))
+        assert spans[-1][1] <= 30 * SAMPLE_RATE or len(p) == 1
+    assert len(packs) < 41 / 3                                  # several utterances per call
+
+
+def test_feature_cache_cuts_each_utterance_and_reloads(pipeline, tmp_path):
+    train = pipeline("train_audio2expression")
+    from puppetry.features import n_feature_frames
+
+    items = _items(np.random.default_rng(1))
+    features = FrameFeatures()
+    cached = train.feature_cache(items, features, tmp_path)
+    assert features.calls < len(items)                          # packed
+    for (audio, _, _), f in zip(items, cached):
+        assert f.shape == (n_feature_frames(len(audio), 50.0), 2)
+        np.testing.assert_allclose(f, FrameFeatures()(audio), atol=1e-6)
+    again = FrameFeatures()
+    reloaded = train.feature_cache(items, again, tmp_path)
+    assert again.calls == 0                                     # read from disk
+    for a, b in zip(cached, reloaded):
+        np.testing.assert_array_equal(a, b)
+    changed = train.feature_cache(items[:-1], again, tmp_path)  # another corpus: recomputed
+    assert again.calls > 0 and len(changed) == len(items) - 1
