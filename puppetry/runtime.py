@@ -2,6 +2,7 @@
 
 - :func:`frames_in_workers`: frames rendered by forked worker processes and handed back
   in order through a ring of shared buffers (no pickling of frames);
+- :func:`map_in_forks`: independent tasks (spans of a clip to track) in forked processes;
 - :func:`beside`: where slow, torch-free preparation runs beside the main work (a forked
   helper in a fresh process, else a thread);
 - :func:`one_blas_thread`, :func:`keep_freed_memory`: settings for processes that share
@@ -28,6 +29,7 @@ PARALLEL_CHUNK = 5         # frames a worker renders per task
 RING_SLOTS = 16            # shared frame buffers (>= 2 chunks per worker in flight)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc's malloc.h
 _JOB = None                # (render_frame, items, slots, taken, cond), inherited by forks
+_TASK = None               # map_in_forks's task, inherited by its forks
 
 
 def default_workers() -> int:
@@ -81,6 +83,31 @@ def frames_in_workers(render_frame: Callable, items: Sequence, size: tuple[int, 
         del slots
         with suppress(BufferError):       # a view still held (a traceback): freed with it
             ring.close()
+
+
+def map_in_forks(task: Callable[[int], object], n: int, workers: int | None = None) -> list:
+    """``[task(0), ..., task(n - 1)]``, computed by up to ``workers`` forked processes
+    (default :func:`default_workers`), each set up by :func:`start_helper`.
+
+    ``task`` and everything it reads are inherited by the forks, never pickled; only the
+    results come back (pickled: keep them small). Run here, in order, with fewer than 2
+    workers or tasks, where forking is unsafe (:func:`fork_is_safe`) or from a daemonic
+    process (a pool's worker cannot have children).
+    """
+    workers = default_workers() if workers is None else workers
+    if workers < 2 or n < 2 or not fork_is_safe() or mp.current_process().daemon:
+        return [task(i) for i in range(n)]
+    global _TASK
+    _TASK = task
+    try:
+        with mp.get_context("fork").Pool(min(workers, n), initializer=start_helper) as pool:
+            return pool.map(_run_task, range(n), chunksize=1)
+    finally:
+        _TASK = None
+
+
+def _run_task(i: int):
+    return _TASK(i)
 
 
 def _render_one(i: int) -> int:

@@ -165,6 +165,33 @@ def test_face_driver_rest_pose_is_not_the_first_frame(portrait):
     driver.close()
 
 
+def test_track_clip_in_spans_matches_one_pass(driver_video, clip, tmp_path):
+    """Two forked workers, each tracking half the clip (from a few frames before it), give
+    the one-pass motion. In a fresh process: forking is refused once MediaPipe runs here."""
+    import subprocess
+    import sys
+    out = tmp_path / "spans.npz"
+    code = (
+        "import numpy as np, puppetry.drive.video as V, puppetry.runtime as R\n"
+        "assert R.fork_is_safe()\n"
+        "V.SPAN_MIN = 20\n"
+        f"assert len(V._spans({N}, 2)) == 2\n"
+        f"c = V.track_clip({str(driver_video)!r}, workers=2)\n"
+        "assert 'mediapipe' not in __import__('sys').modules  # tracked in the forks only\n"
+        f"np.savez({str(out)!r}, rot=c.motion.rotation, ex=c.motion.expression, valid=c.valid)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    spans = np.load(out)
+    assert spans["valid"].all() and spans["rot"].shape == clip.motion.rotation.shape
+    np.testing.assert_allclose(spans["rot"], clip.motion.rotation, atol=0.5)
+    np.testing.assert_allclose(spans["ex"], clip.motion.expression, atol=0.05)
+
+
+def test_map_in_forks_keeps_order_and_falls_back_here():
+    from puppetry.runtime import map_in_forks
+    assert map_in_forks(lambda i: i * i, 5, workers=2) == [0, 1, 4, 9, 16]
+    assert map_in_forks(lambda i: i, 1) == [0]
+
+
 def test_track_clip_errors(frames, tmp_path):
     with pytest.raises(TrackingError, match="fps"):
         track_clip(frames)

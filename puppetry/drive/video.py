@@ -38,6 +38,7 @@ The tracking loop (one, shared by ``track_clip``, ``FaceDriver`` and the person-
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,6 +70,10 @@ MAX_TURN_DEG = 25.0       # rotation between consecutive kept frames, beyond: re
 BLINK_HOLD = 0.5          # gaze is not read while an eyeBlink weight exceeds this
 REFERENCE_SECONDS = 1.0   # live driving: the rest pose is the mean of the faces seen this long
 MIN_VALID = 2             # a clip needs a face in at least this many frames
+SPAN_MIN = 50             # frames a worker tracks at least (track_clip's workers)
+SPAN_WARMUP = 4           # frames tracked before a span and dropped: MediaPipe's first frames
+                          # of a face differ from the tracked ones (1.2 px, then 0.4, then
+                          # under 0.1 on average: Obama, the frames after a cut at 5 s)
 OTHER_MOUTH_STD = 0.05    # prior spread of the mouth, cheek and nose shapes speech does not use
 LIP_PARTING_STD = 0.15    # prior spread of mouthUpperUp/LowerDown at least (driving_prior)
 
@@ -384,7 +389,7 @@ def _frames_of(source, fps: float | None) -> tuple[Iterable[np.ndarray], float, 
 
 def track_clip(source, *, fps: float | None = None, progress: Callable | None = None,
                names: tuple[str, ...] | None = None, prior_std: np.ndarray | None = None,
-               smooth: bool = True) -> TrackedClip:
+               smooth: bool = True, workers: int | None = 1) -> TrackedClip:
     """Track a face through a video (module doc, steps 1-6).
 
     source    : a video path (any format PyAV reads), or an iterable of uint8[H x W x 3]
@@ -394,28 +399,40 @@ def track_clip(source, *, fps: float | None = None, progress: Callable | None = 
     names     : the ARKit names fitted (default all that move the mesh)
     prior_std : float[52], prior spread of each weight (default :func:`driving_prior`)
     smooth    : smooth the motion's channels (step 6); lost frames are bridged either way
+    workers   : forked processes that track (steps 1-2) and fit (step 4) consecutive spans
+                of the clip at once (None: one per core, ``runtime.map_in_forks``), for a
+                path or a list of frames of at least ``2 * SPAN_MIN`` frames where forking
+                is safe; each span is tracked from ``SPAN_WARMUP`` frames before it and
+                its first frame fitted from scratch, the rest as in one pass. 1: one pass.
     """
-    from ..face.tracker import FaceTracker  # mediapipe: heavy, imported on use
+    from ..runtime import default_workers, map_in_forks
 
     frames, fps, total, name = _frames_of(source, fps)
     report = progress or (lambda done, total, stage: None)
-    # 1. Track; 2. (blur) measure each face box's sharpness.
-    tracker = FaceTracker(static=False, max_faces=TRACK_FACES)
-    landmarks, sharp, size = [], [], None
-    try:
-        for i, rgb in enumerate(frames):
-            rgb = np.asarray(rgb)
-            if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-                raise TrackingError(f"frame {i} of {name} is {rgb.dtype} {rgb.shape}: pass "
-                                    "uint8 H x W x 3 RGB frames")
-            size = size or rgb.shape[:2]
-            face = tracker.track(rgb)
-            landmarks.append(None if face is None else face.landmarks)
-            sharp.append(np.nan if face is None else sharpness(rgb, face.box))
-            if i % 25 == 0:
-                report(i, total, "tracking")
-    finally:
-        tracker.close()
+    # 1. Track; 2. (blur) measure each face box's sharpness: in spans, one per worker.
+    is_path = isinstance(source, (str, Path))
+    spans = _spans(total, default_workers() if workers is None else workers) \
+        if is_path or hasattr(source, "__getitem__") else [(0, None)]
+    if len(spans) > 1:
+        def span(k: int) -> tuple[list, list, tuple | None]:
+            a, b = spans[k]
+            early = min(a, SPAN_WARMUP)                   # tracked, then dropped
+            if is_path:
+                from ..io import read_video_frames
+                frames = itertools.islice(read_video_frames(source), a - early, b)
+            else:
+                frames = source[a - early:b]
+            landmarks, sharp, size = _track(frames, name, a - early)
+            return landmarks[early:], sharp[early:], size
+
+        report(0, total, "tracking")
+        tracked = map_in_forks(span, len(spans), len(spans))
+    else:
+        spans = [(0, None)]
+        tracked = [_track(frames, name, 0, lambda i: report(i, total, "tracking"))]
+    landmarks = [lm for part, _, _ in tracked for lm in part]
+    sharp = [x for _, part, _ in tracked for x in part]
+    size = next((s for _, _, s in tracked if s is not None), None)
     n = len(landmarks)
     found = np.array([lm is not None for lm in landmarks], bool)
     if found.sum() < MIN_VALID:
@@ -426,21 +443,19 @@ def track_clip(source, *, fps: float | None = None, progress: Callable | None = 
     report(n, total, "fitting")
     identity = neutral_identity([landmarks[i] for i in np.flatnonzero(valid)])
     fitter = ExpressionFitter(identity, names, driving_prior(fps) if prior_std is None else prior_std)
+    bounds = [a for a, _ in spans] + [n]
+    fitted = map_in_forks(lambda k: _fit_span(fitter, landmarks, valid, bounds[k], bounds[k + 1]),
+                          len(spans), len(spans))
     table = np.full((n, N_CHANNELS), np.nan)
     angles = np.full((n, 3), np.nan, np.float32)
-    ref = last = None
-    for i in np.flatnonzero(valid):
-        lm = landmarks[i]
-        fit = fitter.fit(lm) if last is None else \
-            fitter.fit(lm, start=last, iterations=VIDEO_ITERATIONS, tol=STEP_TOL)
-        turn = 0.0 if last is None else _angle_between(fit.rotation, last.rotation)
-        if fit.residual > MAX_RESIDUAL_IOD or turn > MAX_TURN_DEG:
+    ref = None
+    for i, fit in (item for part in fitted for item in part):
+        if fit is None:                                   # implausible: rejected
             valid[i] = False
             continue
-        ref = ref or _Reference.of(fit, lm)
-        table[i] = _channels(fit, lm, ref)
+        ref = ref or _Reference.of(fit, landmarks[i])
+        table[i] = _channels(fit, landmarks[i], ref)
         angles[i] = fit.angles
-        last = fit
     if valid.sum() < MIN_VALID:
         raise TrackingError(f"only {valid.sum()} of {n} frames of {name} could be fitted: use "
                             "a sharper video where one face is clearly visible")
@@ -459,6 +474,59 @@ def track_clip(source, *, fps: float | None = None, progress: Callable | None = 
     report(n, total, "done")
     return TrackedClip(fps, tuple(size), stack, valid, _to_motion(table, fps), identity,
                        angles, name)
+
+
+def _spans(total: int, workers: int) -> list[tuple[int, int | None]]:
+    """Consecutive spans [a, b) of a clip of ``total`` frames (0: unknown) for ``workers``
+    processes, each at least ``SPAN_MIN`` frames; the last open-ended (b None), since a
+    file's frame count is only its header's word."""
+    k = max(1, min(workers, total // SPAN_MIN))
+    cuts = [round(total * j / k) for j in range(k)]
+    return [(a, b) for a, b in zip(cuts, cuts[1:] + [None])]
+
+
+def _track(frames: Iterable[np.ndarray], name: str, first: int = 0,
+           tick: Callable | None = None) -> tuple[list, list, tuple | None]:
+    """Steps 1-2 over consecutive frames (the first is frame ``first`` of the clip) ->
+    (landmarks float32[478 x 3] or None, face-box sharpness or NaN, (H, W) or None)."""
+    from ..face.tracker import FaceTracker  # mediapipe: heavy, imported on use
+
+    tracker = FaceTracker(static=False, max_faces=TRACK_FACES)
+    landmarks, sharp, size = [], [], None
+    try:
+        for i, rgb in enumerate(frames, first):
+            rgb = np.asarray(rgb)
+            if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+                raise TrackingError(f"frame {i} of {name} is {rgb.dtype} {rgb.shape}: pass "
+                                    "uint8 H x W x 3 RGB frames")
+            size = size or rgb.shape[:2]
+            face = tracker.track(rgb)
+            landmarks.append(None if face is None else face.landmarks)
+            sharp.append(np.nan if face is None else sharpness(rgb, face.box))
+            if tick and i % 25 == 0:
+                tick(i)
+    finally:
+        tracker.close()
+    return landmarks, sharp, size
+
+
+def _fit_span(fitter: ExpressionFitter, landmarks: list, valid: np.ndarray, a: int, b: int
+              ) -> list[tuple[int, Fit | None]]:
+    """Step 4 over the kept frames of [a, b), each from the one before: [(frame, its Fit,
+    or None where the fit is implausible: residual over ``MAX_RESIDUAL_IOD`` or a turn
+    over ``MAX_TURN_DEG`` from the last kept frame)]."""
+    out, last = [], None
+    for i in np.flatnonzero(valid[a:b]) + a:
+        lm = landmarks[i]
+        fit = fitter.fit(lm) if last is None else \
+            fitter.fit(lm, start=last, iterations=VIDEO_ITERATIONS, tol=STEP_TOL)
+        turn = 0.0 if last is None else _angle_between(fit.rotation, last.rotation)
+        if fit.residual > MAX_RESIDUAL_IOD or turn > MAX_TURN_DEG:
+            out.append((int(i), None))
+            continue
+        out.append((int(i), fit))
+        last = fit
+    return out
 
 
 def _angle_between(a: np.ndarray, b: np.ndarray) -> float:
