@@ -21,7 +21,8 @@ The calibration is an inference-time map (``puppetry.expression.speech.calibrate
 
 2. Start: open_gain = 1 / (p99 - dead_zone), p99 the 99th percentile of the model's
    jawOpen on the held-out synthetic voices of ``--data`` (the voices
-   ``train_audio2expression.py`` holds out), so that a wide-open vowel maps to 1.
+   ``train_audio2expression.py`` holds out; their features from its cache beside the
+   corpus when it has them), so that a wide-open vowel maps to 1.
 
 3. Folds (``--folds``, default ``grid,obama``: the dev videos ``grid_*`` and ``obama_*``):
    for each fold, open_gain is tuned on that fold's clips only, so that the mouth the
@@ -92,13 +93,22 @@ def open_gain(jaw: np.ndarray, dead_zone: float) -> tuple[float, float]:
     return round(1.0 / (p99 - dead_zone), 2), p99
 
 
-def validation_audio(data: Path) -> list[np.ndarray]:
-    """The held-out voices' utterances of the corpus (clean and augmented variants)."""
+def validation_audio(data: Path, dims=None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """The held-out voices' utterances of the corpus (clean and augmented variants), and
+    their features where ``train_audio2expression.py``'s feature cache beside the corpus
+    holds them for the extractor ``dims`` names (a model's ModelDims), else None."""
+    import types
+
     import train_audio2expression as train
 
     items = train.load_corpus(data, ("jawOpen",))
     held = train.held_out_voices([v for *_, v in items])
-    return [audio for audio, _, voice in items if voice in held]
+    keep = [k for k, (_, _, voice) in enumerate(items) if voice in held]
+    cache = None
+    if dims is not None:
+        spec = types.SimpleNamespace(name=dims.features, dim=dims.feature_dim, rate=dims.feature_rate)
+        cache = train.cached_features(items, spec, data)
+    return [items[k][0] for k in keep], None if cache is None else [cache[k] for k in keep]
 
 
 def next_gain(tried: list[tuple[float, float]]) -> float:
@@ -214,11 +224,12 @@ def main(argv=None):
     # 1.-2. fixed values and the start gain from the held-out synthetic voices
     values = target_values(rounding=not args.no_rounding)
     raw = SpeechToExpression(Audio2Expression.load(args.model), None)
-    clips = validation_audio(args.data)
+    clips, feats = validation_audio(args.data, raw.dims)
     if not clips:
         raise SystemExit(f"no held-out utterances in {args.data}")
-    jaw = np.concatenate([raw(a, n_frames=round(len(a) / SAMPLE_RATE * FPS), fps=FPS)[:, INDEX["jawOpen"]]
-                          for a in clips])
+    jaw = np.concatenate([raw(a, n_frames=round(len(a) / SAMPLE_RATE * FPS), fps=FPS,
+                              features=None if feats is None else feats[k])[:, INDEX["jawOpen"]]
+                          for k, a in enumerate(clips)])
     start, p99 = open_gain(jaw, values["dead_zone"])
     base = LipCalibration(open_gain=start, **values)
     print(f"p99 jawOpen {p99:.3f} on {len(clips)} held-out synthetic utterances: start gain "

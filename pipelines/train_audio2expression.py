@@ -31,6 +31,8 @@ streaming model's is
    jawOpen - mouthClose, up-weighted on closures likewise; on by default). The temporal
    filter blends ``--filter-lookahead`` frames after each frame (centred by default).
 5. One training loop (AdamW, cosine schedule); validation on the held-out voices.
+   ``--init CKPT`` starts from a trained checkpoint's weights instead (fine-tuning on a
+   new corpus or loss in fewer steps, where the CPU is too busy for a run from scratch).
 6. Save: weights, ModelDims, the corpus recipe, this command, the commit and the
    validation losses, in one self-describing file.
 """
@@ -118,19 +120,12 @@ def feature_cache(items, features, folder: Path) -> list[np.ndarray]:
     (no packing needed) are run per utterance."""
     from puppetry.features import n_feature_frames
 
-    stem = folder / f"features_{features.name.replace(':', '_').replace('/', '_')}"
+    stem, key = _cache_key(items, features, folder)
     hop = SAMPLE_RATE / features.rate
-    packed = features.name != "mel" and hop == int(hop)
-    key = {"features": features.name, "dim": int(features.dim), "rate": float(features.rate),
-           "packed": [PACK_S, PACK_GAP_S] if packed else None,
-           "samples": [int(len(a)) for a, _, _ in items]}
-    index = stem.with_suffix(".json")
-    if index.exists() and json.loads(index.read_text()).get("key") == key:
-        flat = np.load(stem.with_suffix(".npy"), mmap_mode="r")
-        offsets = json.loads(index.read_text())["offsets"]
-        return [np.asarray(flat[offsets[i]:offsets[i + 1]]) for i in range(len(items))]
+    if (found := cached_features(items, features, folder)) is not None:
+        return found
     lengths = [len(a) for a, _, _ in items]
-    packs = (pack_utterances(lengths, [v for *_, v in items], int(hop)) if packed
+    packs = (pack_utterances(lengths, [v for *_, v in items], int(hop)) if key["packed"]
              else [[(i, 0)] for i in range(len(items))])
     out, t0 = [None] * len(items), time.time()
     for k, pack in enumerate(packs):
@@ -147,8 +142,29 @@ def feature_cache(items, features, folder: Path) -> list[np.ndarray]:
     tmp = stem.with_name(stem.name + ".tmp.npy")
     np.save(tmp, np.concatenate(out) if out else np.zeros((0, features.dim), np.float32))
     tmp.replace(stem.with_suffix(".npy"))
-    index.write_text(json.dumps({"key": key, "offsets": offsets}))
+    stem.with_suffix(".json").write_text(json.dumps({"key": key, "offsets": offsets}))
     return out
+
+
+def _cache_key(items, features, folder: Path) -> tuple[Path, dict]:
+    stem = folder / f"features_{features.name.replace(':', '_').replace('/', '_')}"
+    hop = SAMPLE_RATE / features.rate
+    packed = features.name != "mel" and hop == int(hop)
+    return stem, {"features": features.name, "dim": int(features.dim), "rate": float(features.rate),
+                  "packed": [PACK_S, PACK_GAP_S] if packed else None,
+                  "samples": [int(len(a)) for a, _, _ in items]}
+
+
+def cached_features(items, features, folder: Path) -> list[np.ndarray] | None:
+    """:func:`feature_cache`'s features of ``items`` if it has them on disk, else None
+    (nothing is computed)."""
+    stem, key = _cache_key(items, features, folder)
+    index = stem.with_suffix(".json")
+    if not index.exists() or json.loads(index.read_text()).get("key") != key:
+        return None
+    flat = np.load(stem.with_suffix(".npy"), mmap_mode="r")
+    offsets = json.loads(index.read_text())["offsets"]
+    return [np.asarray(flat[offsets[i]:offsets[i + 1]]) for i in range(len(items))]
 
 
 class Batches:
@@ -287,6 +303,9 @@ def main(argv=None):
     ap.add_argument("--closure-weight", type=float, default=1.0,
                     help="scale of the extra loss weight on frames whose target is a lip "
                          "closure (mouthClose / mouthPress; 1 = the shipped models' loss)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this checkpoint's weights (fine-tuning: its features, "
+                         "window, look-ahead and outputs must be the ones asked for)")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -324,7 +343,20 @@ def main(argv=None):
     aperture = (dims.outputs.index("jawOpen"), dims.outputs.index("mouthClose")) if args.aperture else None
 
     # 3.-5. train
-    model = Audio2Expression(dims)
+    model, init = Audio2Expression(dims), None
+    if args.init is not None:
+        start = Audio2Expression.load(args.init)
+        mismatch = {k for k in ("features", "feature_dim", "window", "window_after", "filter_size",
+                                "filter_after", "outputs", "hidden", "latent", "normalize")
+                    if getattr(start.dims, k) != getattr(dims, k)}
+        if mismatch:
+            raise SystemExit(f"--init {args.init} differs from the model asked for in "
+                             f"{', '.join(sorted(mismatch))}: pass the options it was trained with")
+        model.load_state_dict(start.state_dict())
+        init = {"path": str(args.init), "command": start.meta.get("command"),
+                "train_args": start.meta.get("train_args"), "recipe": start.meta.get("recipe"),
+                "commit": start.meta.get("commit")}
+        print(f"starting from {args.init}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     warm = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
@@ -352,7 +384,7 @@ def main(argv=None):
     # 6. save, self-describing
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
-    model.save(tmp, recipe=recipe, command=" ".join(sys.argv), commit=git_commit(),
+    model.save(tmp, recipe=recipe, command=" ".join(sys.argv), commit=git_commit(), init=init,
                train_args={k: str(v) for k, v in vars(args).items()}, history=history,
                voices={"train": len(voices) - len(held), "validation": len(held)})
     tmp.replace(args.out)

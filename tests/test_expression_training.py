@@ -62,3 +62,40 @@ def test_feature_cache_cuts_each_utterance_and_reloads(pipeline, tmp_path):
         np.testing.assert_array_equal(a, b)
     changed = train.feature_cache(items[:-1], again, tmp_path)  # another corpus: recomputed
     assert again.calls > 0 and len(changed) == len(items) - 1
+
+
+def _tiny_corpus(folder, rng, voices=10, per_voice=2):
+    """A corpus in make_speech_corpus.py's shard format: noise 'speech', random targets."""
+    audio, targets, names = [], [], []
+    for v in range(voices):
+        for _ in range(per_voice):
+            n = int(rng.integers(SAMPLE_RATE, 2 * SAMPLE_RATE))
+            audio.append((rng.standard_normal(n) * 3000).astype(np.int16))
+            targets.append(rng.uniform(0, 1, (n * 100 // SAMPLE_RATE, 52)).astype(np.float16))
+            names.append(f"espeak:v{v}@1.0")
+    folder.mkdir()
+    np.savez(folder / "shard_000.npz", audio=np.concatenate(audio),
+             audio_offsets=np.cumsum([0] + [len(a) for a in audio]),
+             targets=np.concatenate(targets), target_offsets=np.cumsum([0] + [len(t) for t in targets]),
+             voice=np.array(names))
+    (folder / "recipe.json").write_text('{"command": "test"}')
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_another_model(pipeline, tmp_path):
+    import pytest
+    import torch
+
+    train = pipeline("train_audio2expression")
+    _tiny_corpus(tmp_path / "speech", np.random.default_rng(3))
+    common = ["--data", str(tmp_path / "speech"), "--features", "mel", "--batch", "2",
+              "--frames", "8", "--threads", "1", "--window-ms", "160"]
+    train.main(common + ["--steps", "3", "--out", str(tmp_path / "a.pt")])
+    train.main(common + ["--steps", "2", "--lr", "0", "--init", str(tmp_path / "a.pt"),
+                         "--out", str(tmp_path / "b.pt")])
+    a, b = (torch.load(tmp_path / f, weights_only=True) for f in ("a.pt", "b.pt"))
+    for k in a["state"]:                                       # lr 0: the weights it started from
+        assert torch.equal(a["state"][k], b["state"][k])
+    assert b["meta"]["init"]["path"] == str(tmp_path / "a.pt")
+    with pytest.raises(SystemExit, match="window"):
+        train.main(common[:-1] + ["240", "--steps", "1", "--init", str(tmp_path / "a.pt"),
+                                  "--out", str(tmp_path / "c.pt")])
