@@ -110,6 +110,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--channels", help="network widths per level, e.g. 32,64,96 (default: NetDims')")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the training (default 2)")
+    ap.add_argument("--texture", choices=("on", "off"), default=None,
+                    help="the network sees the lower face it re-renders (default NetDims')")
+    ap.add_argument("--swap", type=float, default=None,
+                    help="share of training samples whose context is another frame (default TrainConfig's)")
     ap.add_argument("--sheet", default="/tmp/puppetry_person_sheet.png")
     ap.add_argument("--crops", default="/tmp/person_mouths.png")
     args = ap.parse_args()
@@ -123,9 +127,13 @@ def main() -> None:
         if args.more or args.lr:
             config = replace(config, train=replace(config.train, lr=args.lr or 5e-4))
         if args.channels:
-            config = replace(config, dims=NetDims(channels=tuple(int(c) for c in args.channels.split(","))))
+            config = replace(config, dims=replace(config.dims, channels=tuple(int(c) for c in args.channels.split(","))))
+        if args.texture is not None:
+            config = replace(config, dims=replace(config.dims, texture=args.texture == "on"))
         if args.threads:
             config = replace(config, train=replace(config.train, threads=args.threads))
+        if args.swap is not None:
+            config = replace(config, train=replace(config.train, swap=args.swap))
         meta = learn(args.video, args.puppet, config, device=args.device, progress=progress_bar())
         print(f"learned in {meta['seconds'] / 60:.1f} min ({meta['training']['before_s'] / 60:.1f} min "
               f"of training before); kept in {args.puppet}")

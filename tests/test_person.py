@@ -97,6 +97,29 @@ def test_ping_pong_and_nearest_valid():
         nearest_valid(np.zeros(3, bool))
 
 
+def test_the_style_keeps_the_persons_spread():
+    """A least-squares style map shrinks the mouth's movement by the correlation it finds
+    (the dubbed mouth hardly moved: issue 11); ``match_spread`` gives it the person's."""
+    from puppetry.expression.style import SPEECH_NAMES, Style, _fit_ridge
+    from puppetry.person.learn import match_spread
+    rng = np.random.default_rng(0)
+    t = np.arange(200)
+    person = np.zeros((200, 52))
+    person[:, INDEX["jawOpen"]] = 0.2 * (1 - np.cos(t * 0.5))
+    shared = np.zeros((200, 52))
+    shared[:, INDEX["jawOpen"]] = 0.5 * person[:, INDEX["jawOpen"]] + rng.normal(0, 0.07, 200)
+    cols = [INDEX[n] for n in SPEECH_NAMES]
+    style = Style(SPEECH_NAMES, *_fit_ridge(shared[:, cols], person[:, cols]))
+    jaw = person[:, INDEX["jawOpen"]]
+    shrunk = style.apply(shared)[:, INDEX["jawOpen"]]
+    assert shrunk.std() < 0.8 * jaw.std()                           # the plain fit: shrunk
+    wide = match_spread(style, shared, person).apply(shared)[:, INDEX["jawOpen"]]
+    assert wide.std() == pytest.approx(jaw.std(), rel=0.1)           # the person's spread
+    assert wide.mean() == pytest.approx(jaw.mean(), abs=0.02)
+    assert np.corrcoef(wide, shrunk)[0, 1] > 0.99                    # the same timing
+    assert wide.min() >= 0 and wide.max() <= 1
+
+
 def test_unet_shapes():
     net = MouthNet(NetDims(channels=(8, 16, 24)))
     y = net(torch.rand(2, 7, 64, 64))
@@ -175,6 +198,35 @@ def test_errors_name_the_input(talking, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
             learn(video, tmp_path / "c.puppet", TINY, device="cuda")
+
+
+def test_a_moved_person_finds_its_video_beside_it(talking, tmp_path):
+    """A .puppet and its video copied elsewhere (another machine): the absolute path is
+    gone, the path relative to the .puppet is used; with no video there, --video is named."""
+    import shutil
+
+    from puppetry.person.live import LivePerson
+    video, puppet, _ = talking
+    person = load_person(puppet)
+    assert person.meta["source"]["relative"] == "talking.mp4" and person.video() == video.resolve()
+    gone = str(tmp_path / "gone" / "talking.mp4")
+    person.meta["source"]["path"] = person.footage["source"] = gone
+    moved = tmp_path / "elsewhere"
+    person.save(moved / "astronaut.puppet")
+    shutil.copy(video, moved / "talking.mp4")
+    again = load_person(moved / "astronaut.puppet")
+    assert again.video() == moved / "talking.mp4"
+    wav = tmp_path / "new.wav"
+    sf.write(wav, speech(0.4), SAMPLE_RATE)
+    assert dub_video(moved / "astronaut.puppet", wav, tmp_path / "dub.mp4", DubJob(workers=1))["frames"] == 10
+    (moved / "talking.mp4").write_bytes(b"another file")             # not the video it learned from
+    assert load_person(moved / "astronaut.puppet").video() is None
+    (moved / "talking.mp4").unlink()
+    with pytest.raises(FootageError, match="--video"):
+        dub_video(moved / "astronaut.puppet", wav, tmp_path / "dub2.mp4")
+    with pytest.raises(PersonError, match="talking.mp4"):
+        LivePerson(load_person(moved / "astronaut.puppet"), 128)
+    assert main(["dub", str(moved / "astronaut.puppet"), str(wav), "-o", str(tmp_path / "d3.mp4")]) == 1
 
 
 def test_training_stops_on_its_budget_and_keeps_the_best_weights():

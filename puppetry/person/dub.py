@@ -145,10 +145,11 @@ def dub_video(person_path, audio_path, out_path, job: DubJob = DubJob(), *, vide
     person = load_person(person_path)
     # 2. the footage: the learned video's tracking, or another video of the person tracked now
     if video is None:
-        footage_path, data = Path(person.footage["source"]), person.footage
-        if not footage_path.is_file():
-            raise FootageError(f"{person_path}: the video it learned from ({footage_path}) is "
-                               "not here any more: pass the footage with --video")
+        footage_path, data = person.video(), person.footage
+        if footage_path is None:
+            raise FootageError(f"{Path(person_path).name}: the video it learned from "
+                               f"({person.meta.get('source', {}).get('name', '?')}) is neither where it "
+                               "was learned nor beside the .puppet: pass the footage with --video")
         valid, pose, affine = data["valid"], data["pose"], data["affine"]
         fps, size = float(data["fps"]), tuple(data["size"])
     else:

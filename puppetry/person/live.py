@@ -38,10 +38,11 @@ class LivePerson:
         from ..io import read_video_frames
 
         data = person.footage
-        path = Path(video or data["source"])
-        if not path.is_file():
-            raise PersonError(f"the video this person learned from ({path}) is not here: "
-                              "serve it where that video is")
+        path = Path(video) if video else person.video()
+        if path is None or not path.is_file():
+            name = Path(video).name if video else person.meta.get("source", {}).get("name", "?")
+            raise PersonError(f"the video this person learned from ({name}) is not here: put it "
+                              "beside the .puppet file, or serve where it was learned")
         h, w = (int(v) for v in data["size"])
         k, x0, y0 = square_to(size, h, w)
         n = len(data["valid"])

@@ -1,8 +1,12 @@
 """The neural renderer's network: a small conditional U-Net on the lower-face crop.
 
-Input (``NetDims.in_channels`` = 7 channels at ``size``²): the footage crop with the
-regenerated region blanked (3), the region mask (1), the driving geometry (3,
-``crop.draw_geometry``). Output: the crop's RGB in 0..1 (3), of which the region is kept.
+Input (``NetDims.in_channels`` = 7 channels at ``size``²): the footage crop (3), the
+region mask (1), the driving geometry (3, ``crop.draw_geometry``). With ``NetDims.texture``
+the crop keeps the lower face it shows inside the region (in training always another
+frame's than the target: the network learns to move that face's mouth to the drawn
+geometry, keeping its skin, folds and colour); without it (files learned before
+2026-12-06) the region is blanked and the network draws the whole lower face.
+Output: the crop's RGB in 0..1 (3), of which the region is kept.
 
 The crop is first folded into ``unshuffle``² times the channels at 1/``unshuffle`` the
 size (pixel unshuffle; the output is unfolded the same way): every convolution runs at
@@ -33,6 +37,7 @@ class NetDims:
     # (32, 64, 96): 0.54 M parameters, ~half the time a step and a frame of (48, 96, 128),
     # and better in the same 25 min (unseen mouth PSNR 26.2 vs 25.1 dB; docs/benchmarks.md §7)
     unshuffle: int = 4       # the crop enters as unshuffle² channels per pixel at 1 / unshuffle size
+    texture: bool = False    # the input keeps the region's own lower face (module doc)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:

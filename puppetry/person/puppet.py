@@ -69,6 +69,24 @@ class Person:
     reference: np.ndarray
     reference_index: int
     meta: dict = field(default_factory=dict)
+    file: Path | None = None     # the .puppet it was read from (``load_person``)
+
+    def video(self) -> Path | None:
+        """The video it learned from, if it is here: where it was when the person was
+        learned, else at the same place relative to the ``.puppet`` file (a folder moved
+        or copied to another machine as a whole), else beside the ``.puppet`` under its
+        own name (a file of the size it had); None when none of them is here."""
+        source = self.meta.get("source", {})
+        for p in (source.get("path"), self.footage.get("source")):
+            if p and Path(p).is_file():
+                return Path(p)
+        if self.file is None:
+            return None
+        folder = Path(self.file).parent
+        for p in (source.get("relative"), source.get("name")):   # the same file: its size too
+            if p and (folder / p).is_file() and (folder / p).stat().st_size == source.get("bytes"):
+                return folder / p
+        return None
 
     # -- rendering ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -86,7 +104,7 @@ class Person:
         geo = np.stack([C.draw_geometry(p, s) for p in points])
         ctx = torch.from_numpy(np.ascontiguousarray(contexts)).to(device).permute(0, 3, 1, 2).float() / 255
         hard_t = torch.from_numpy(np.array(hard)).to(device)
-        pred = self.net(network_input(ctx, torch.from_numpy(geo).to(device), hard_t))
+        pred = self.net(network_input(ctx, torch.from_numpy(geo).to(device), hard_t, self.net.dims.texture))
         mix = pred * hard_t + ctx * (1 - hard_t)
         return (mix * 255 + 0.5).clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 
@@ -178,7 +196,7 @@ def load_person(path) -> Person:
         meta = {k: v for k, v in data.items() if k not in (
             "kind", "version", "dims", "crop", "identity", "style", "footage", "reference", "weights")}
         return Person(net, crop, Identity.from_shape(data["identity"]), style, data["footage"],
-                      reference, int(data["reference"]["index"]), meta)
+                      reference, int(data["reference"]["index"]), meta, path)
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, cv2.error) as e:
         raise PersonError(f"{path.name} is a damaged .puppet file ({type(e).__name__}: "
                           f"{str(e)[:80]}): learn the person again") from None

@@ -48,11 +48,14 @@ class TrainConfig:
     threads: int = 2           # torch threads on the CPU
 
 
-def network_input(context: torch.Tensor, geometry: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+def network_input(context: torch.Tensor, geometry: torch.Tensor, hard: torch.Tensor,
+                  texture: bool = False) -> torch.Tensor:
     """context : Tensor[B x 3 x S x S] footage crops (0..1); geometry : Tensor[B x 3 x S x S];
-    hard : Tensor[S x S] region mask -> Tensor[B x 7 x S x S], the region blanked."""
-    keep = (1 - hard)[None, None]
-    return torch.cat([context * keep, hard.expand(len(context), 1, *hard.shape), geometry], 1)
+    hard : Tensor[S x S] region mask -> Tensor[B x 7 x S x S], the region blanked unless
+    ``texture`` (``NetDims.texture``)."""
+    if not texture:
+        context = context * (1 - hard)[None, None]
+    return torch.cat([context, hard.expand(len(context), 1, *hard.shape), geometry], 1)
 
 
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,24 +112,29 @@ def train_renderer(net: MouthNet, crops: np.ndarray, geometry: np.ndarray, crop:
     t0 = time.perf_counter()
     step, done = 0, 0.0
     while done < 1.0:
-        # 1. a batch: targets, their geometry, context from the same (or another) frame
+        # 1. a batch: targets, their geometry, context from the same (or another) frame;
+        #    with texture, the region's lower face always from another frame
         idx = torch.randint(n, (config.batch,), generator=gen)
-        other = torch.where(torch.rand(config.batch, generator=gen) < config.swap,
-                            torch.randint(n, (config.batch,), generator=gen), idx)
+        source = torch.randint(n, (config.batch,), generator=gen)
+        source = torch.where(source == idx, (source + 1) % n, source) if n > 1 else source
+        other = torch.where(torch.rand(config.batch, generator=gen) < config.swap, source, idx)
         target = images[idx].to(device).float() / 255
         context = images[other].to(device).float() / 255
         geo = drawn[idx].to(device).float() / 255
-        # 2. the same random similarity for all three
+        # 2. the same random similarity for all of them
         grid = F.affine_grid(_jitter(config.batch, config.jitter_px, crop.size, gen).to(device),
                              list(target.shape), align_corners=False)
         warp = lambda x: F.grid_sample(x, grid, padding_mode="border", align_corners=False)  # noqa: E731
         target, geo = warp(target), warp(geo)
         context = torch.where((idx == other)[:, None, None, None].to(device), target, warp(context))
+        if net.dims.texture:
+            face = warp(images[source].to(device).float() / 255)
+            context = context * (1 - hard) + face * hard
         # 3. a step, with the learning rate on its cosine over the budget's time
         lr = config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * done)))
         for group in opt.param_groups:
             group["lr"] = lr
-        pred = net(network_input(context, geo, hard))
+        pred = net(network_input(context, geo, hard, net.dims.texture))
         loss = region_loss(pred, target, weight, config.grad_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
