@@ -32,7 +32,9 @@ streaming model's is
    filter blends ``--filter-lookahead`` frames after each frame (centred by default).
 5. One training loop (AdamW, cosine schedule); validation on the held-out voices.
    ``--init CKPT`` starts from a trained checkpoint's weights instead (fine-tuning on a
-   new corpus or loss in fewer steps, where the CPU is too busy for a run from scratch).
+   new corpus or loss in fewer steps, where the CPU is too busy for a run from scratch);
+   ``--freeze-encoder`` keeps its window encoder and trains the layers after it on the
+   encoder's outputs, computed once per feature frame.
 6. Save: weights, ModelDims, the corpus recipe, this command, the commit and the
    validation losses, in one self-describing file.
 """
@@ -177,13 +179,43 @@ class Batches:
                  cache: list[np.ndarray] | None = None):
         self.items, self.features, self.dims, self.frames, self.rng = items, features, dims, frames, rng
         self.cache = dict(enumerate(cache)) if cache is not None else {}  # un-augmented features
+        self.table = None                    # encoder outputs per feature frame (encode_with)
         # gain and noise need features recomputed per crop: only for fast extractors (mel);
         # slow encoders (whisper) train on cached features and the corpus's stored variants
         self.audio_augment = features.name == "mel"
 
+    def raw_features(self, i: int) -> np.ndarray:
+        if i not in self.cache:
+            self.cache[i] = self.features(self.items[i][0])
+        return self.cache[i]
+
+    @torch.no_grad()
+    def encode_with(self, model: Audio2Expression, chunk: int = 2048) -> None:
+        """With a frozen encoder: its output for the window around every feature frame of
+        every utterance, computed once (float16[T_f x F] each); crops are then looked up
+        in it and come out as [T x F] (augmentation of the encoder's input is off)."""
+        w, before = self.dims.window, self.dims.window - 1 - self.dims.window_after
+        self.table = []
+        for i in range(len(self.items)):
+            feats = normalize_features(np.array(self.raw_features(i)), self.dims)
+            rows = []
+            for a in range(0, len(feats), chunk):
+                j = np.arange(a, min(len(feats), a + chunk))
+                win = feats[np.clip(j[:, None] + np.arange(w)[None] - before, 0, len(feats) - 1)]
+                rows.append(model.encode(torch.from_numpy(win)[None])[0].half().numpy())
+            self.table.append(np.concatenate(rows))
+
     def crop(self, augment: bool):
         i = self.rng.integers(len(self.items))
         audio, targets, _ = self.items[i]
+        if self.table is not None:                  # frozen encoder: its outputs, looked up
+            dur = len(audio) / SAMPLE_RATE
+            t0 = self.rng.uniform(0, max(0.0, dur - self.frames / FPS))
+            times = t0 + np.arange(self.frames) / FPS
+            idx = np.floor(times * self.dims.feature_rate + 0.5).astype(int)
+            enc = self.table[i][np.clip(idx, 0, len(self.table[i]) - 1)].astype(np.float32)
+            tgt = targets[np.clip(np.round(times * TARGET_RATE).astype(int), 0, len(targets) - 1)]
+            return enc, tgt
         # features of the whole (augmented) utterance, normalised over it as at inference
         if augment and self.audio_augment:
             audio = audio * np.float32(10 ** (self.rng.uniform(-12, 6) / 20))
@@ -198,9 +230,7 @@ class Batches:
             audio = np.clip(audio, -1, 1)
             feats = self.features(audio)
         else:
-            if i not in self.cache:
-                self.cache[i] = self.features(audio)
-            feats = self.cache[i]
+            feats = self.raw_features(i)
         feats = normalize_features(np.array(feats), self.dims)      # a copy: the cache stays raw
         if augment and self.rng.random() < 0.5:                      # SpecAugment-style masks
             feats = feats.copy()
@@ -306,6 +336,10 @@ def main(argv=None):
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this checkpoint's weights (fine-tuning: its features, "
                          "window, look-ahead and outputs must be the ones asked for)")
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="with --init: keep its window encoder and train only the latent, "
+                         "expression and temporal-filter layers (the encoder's outputs are "
+                         "computed once: steps cost milliseconds)")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -357,7 +391,18 @@ def main(argv=None):
                 "train_args": start.meta.get("train_args"), "recipe": start.meta.get("recipe"),
                 "commit": start.meta.get("commit")}
         print(f"starting from {args.init}", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    if args.freeze_encoder:
+        if args.init is None:
+            raise SystemExit("--freeze-encoder needs --init (a trained encoder to keep)")
+        model.encoder.requires_grad_(False)
+        t1 = time.time()
+        train_b.encode_with(model)
+        val_b.encode_with(model)
+        val_set = [val_b(args.batch, augment=False) for _ in range(8)]
+        print(f"encoder outputs of every feature frame: {time.time() - t1:.0f} s", flush=True)
+    predict = (lambda x: model.blend(*model.head(x))) if args.freeze_encoder else model
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                            weight_decay=1e-4)
     warm = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / args.steps))))
@@ -365,7 +410,7 @@ def main(argv=None):
     for step in range(1, args.steps + 1):
         model.train()
         x, y = train_b(args.batch)
-        loss = loss_fn(model(x), y, closure_cols, aperture, args.closure_weight)
+        loss = loss_fn(predict(x), y, closure_cols, aperture, args.closure_weight)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -374,8 +419,9 @@ def main(argv=None):
         if step % 250 == 0 or step == args.steps:
             model.eval()
             with torch.no_grad():
-                vl = float(np.mean([loss_fn(model(vx), vy, closure_cols, aperture, args.closure_weight).item() for vx, vy in val_set]))
-                mae = float(np.mean([(model(vx) - vy).abs().mean().item() for vx, vy in val_set]))
+                vl = float(np.mean([loss_fn(predict(vx), vy, closure_cols, aperture, args.closure_weight).item()
+                                    for vx, vy in val_set]))
+                mae = float(np.mean([(predict(vx) - vy).abs().mean().item() for vx, vy in val_set]))
             history.append({"step": step, "train_loss": round(loss.item(), 4), "val_loss": round(vl, 4),
                             "val_mae": round(mae, 4)})
             print(f"step {step}: train {loss.item():.4f}  val {vl:.4f}  val MAE {mae:.4f}  "

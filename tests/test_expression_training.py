@@ -99,3 +99,45 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_model(pipeline, tmp_p
     with pytest.raises(SystemExit, match="window"):
         train.main(common[:-1] + ["240", "--steps", "1", "--init", str(tmp_path / "a.pt"),
                                   "--out", str(tmp_path / "c.pt")])
+
+
+def test_frozen_encoder_keeps_it_and_trains_the_rest(pipeline, tmp_path):
+    import torch
+
+    train = pipeline("train_audio2expression")
+    _tiny_corpus(tmp_path / "speech", np.random.default_rng(4))
+    common = ["--data", str(tmp_path / "speech"), "--features", "mel", "--batch", "2",
+              "--frames", "8", "--threads", "1", "--window-ms", "160"]
+    train.main(common + ["--steps", "2", "--out", str(tmp_path / "a.pt")])
+    train.main(common + ["--steps", "4", "--lr", "0.01", "--init", str(tmp_path / "a.pt"),
+                         "--freeze-encoder", "--out", str(tmp_path / "b.pt")])
+    a, b = (torch.load(tmp_path / f, weights_only=True)["state"] for f in ("a.pt", "b.pt"))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.startswith(("to_latent.", "filter.")))
+
+
+def test_encoder_table_gives_the_windows_encoding(pipeline):
+    """A crop looked up in the frozen encoder's table equals the encoder run on the same
+    crop's windows (same random crop)."""
+    import torch
+    from dataclasses import replace
+
+    from puppetry.expression.model import Audio2Expression, ModelDims
+    from puppetry.features import load_features
+
+    train = pipeline("train_audio2expression")
+    rng = np.random.default_rng(5)
+    items = [(rng.standard_normal(int(n)).astype(np.float32) * 0.1,
+              rng.uniform(0, 1, (int(n) * 100 // SAMPLE_RATE, 19)).astype(np.float32), "v")
+             for n in (SAMPLE_RATE * 2, SAMPLE_RATE * 3)]
+    dims = replace(ModelDims(), window=16)
+    model = Audio2Expression(dims).eval()
+    plain = train.Batches(items, load_features("mel"), dims, 10, np.random.default_rng(7))
+    table = train.Batches(items, load_features("mel"), dims, 10, np.random.default_rng(7))
+    table.encode_with(model)
+    for _ in range(3):
+        (win, tgt), (enc, tgt2) = plain.crop(augment=False), table.crop(augment=False)
+        np.testing.assert_array_equal(tgt, tgt2)
+        with torch.no_grad():
+            direct = model.encode(torch.from_numpy(win)[None])[0].numpy()
+        np.testing.assert_allclose(enc, direct, atol=2e-3 * np.abs(direct).max())

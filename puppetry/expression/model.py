@@ -188,9 +188,17 @@ class Audio2Expression(nn.Module):
 
     def per_frame(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """windows : Tensor[B x T x W x D] -> (latent [B x T x L], expressions [B x T x K])."""
+        return self.head(self.encode(windows))
+
+    def encode(self, windows: torch.Tensor) -> torch.Tensor:
+        """The window encoder: Tensor[B x T x W x D] -> Tensor[B x T x h * ceil(W / 8)]."""
         b, t, w, d = windows.shape
         x = self.encoder(windows.reshape(b * t, w, d).transpose(1, 2))   # (B*T, h, W/8)
-        z = self.to_latent(x.flatten(1)).view(b, t, -1)                  # (B, T, L)
+        return x.flatten(1).view(b, t, -1)
+
+    def head(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode`'s output [B x T x F] -> (latent [B x T x L], expressions [B x T x K])."""
+        z = self.to_latent(encoded)                                      # (B, T, L)
         return z, self.to_expression(z)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
