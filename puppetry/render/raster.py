@@ -1,9 +1,10 @@
 """A small triangle rasteriser in torch (pytorch3d has no installable build here).
 
 Screen-space, orthographic: vertices are pixel coordinates (x, y) plus a depth z (smaller
-is nearer). Every pixel whose centre lies in a triangle's bounding box is enumerated (one
-flat list, no padding), tested with edge functions, and resolved with a z-buffer by one
-``scatter_reduce(amin)`` over packed (depth, triangle) keys.
+is nearer). Candidate pixels are enumerated in one flat list, no padding (every pixel of
+each triangle's bounding box for small triangles; for large ones only each box row's span
+that the triangle crosses, a pixel wider each side), tested with edge functions, and
+resolved with a z-buffer by one ``scatter_reduce(amin)`` over packed (depth, triangle) keys.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 _DEPTH_BITS = 40   # quantised depth in the high bits of the key, triangle id in the low
 _ID_BITS = 16
 _BOX_EPS = 1e-3    # pixels: a centre this far outside a triangle's box is still tested
+_SPAN_MIN_WIDTH = 4.0  # boxes wider than this on average: candidates by row spans, not whole boxes
 
 
 @dataclass
@@ -81,6 +83,38 @@ def _nothing(size) -> Fragments:
     return Fragments(empty, empty, torch.zeros(0, 3), size)
 
 
+def _box_candidates(width: torch.Tensor, height: torch.Tensor):
+    """Every pixel of every box: (owner, row, col) int64[P], box-relative."""
+    counts = width * height
+    owner = torch.repeat_interleave(counts)                      # (P,)
+    k = torch.arange(len(owner)) - (counts.cumsum(0) - counts)[owner]
+    row = k.div(width[owner], rounding_mode="floor")
+    return owner, row, k - row * width[owner]
+
+
+def _span_candidates(local: torch.Tensor, width: torch.Tensor, height: torch.Tensor):
+    """The pixels of each box row where the row's centre line crosses the triangle (from
+    its three edge functions ``local`` float[9 x V], box coordinates; one pixel wider each
+    side): (owner, row, col) int64[P], a superset of the pixels inside, far fewer than
+    the box's for large triangles."""
+    row_owner = torch.repeat_interleave(height)                  # (R,) row -> visible triangle
+    row = torch.arange(len(row_owner)) - (height.cumsum(0) - height)[row_owner]
+    rowf = row.float()
+    a0, b0, c0, a1, b1, c1 = local[:6, row_owner]
+    e0, e1 = c0 + b0 * rowf, c1 + b1 * rowf                      # w0, w1 at the row's column 0
+    lo, hi = torch.zeros_like(rowf), (width[row_owner] - 1).float()
+    for a, e in ((a0, e0), (a1, e1), (-(a0 + a1), 1 - e0 - e1)):    # w = a * col + e >= 0
+        bound = -e / torch.where(a == 0, torch.ones_like(a), a)
+        lo = torch.where(a > 0, torch.maximum(lo, bound - 1), lo)
+        hi = torch.where(a < 0, torch.minimum(hi, bound + 1), hi)
+        hi = torch.where((a == 0) & (e < -1e-5), torch.full_like(hi, -1.0), hi)
+    first = lo.clamp(0, 1e6).ceil().long()
+    counts = (hi.clamp(-1, 1e6).floor().long() - first + 1).clamp_(min=0)
+    cand = torch.repeat_interleave(counts)                       # (P,) candidate -> row
+    col = torch.arange(len(cand)) - (counts.cumsum(0) - counts)[cand] + first[cand]
+    return row_owner[cand], row[cand], col
+
+
 def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -> Fragments:
     """Rasterise triangles: a pixel is covered when its centre (x + 0.5, y + 0.5) is inside.
 
@@ -95,29 +129,28 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -
     lo = (xy.amin(1) - (0.5 + _BOX_EPS)).ceil_().clamp_(min=0)                      # (F, 2)
     hi = torch.minimum((xy.amax(1) - (0.5 - _BOX_EPS)).floor_(), torch.tensor([w - 1.0, h - 1.0]))
     ext = (hi - lo + 1).clamp_(min=0).long()                     # (F, 2) box width, height
-    counts = ext[:, 0] * ext[:, 1]
-    visible = counts.nonzero().squeeze(1)
+    visible = (ext[:, 0] * ext[:, 1]).nonzero().squeeze(1)
     if len(visible) == 0:
         return _nothing(size)
-    counts, width, corner = counts[visible], ext[visible, 0], lo[visible]
+    width, height, corner = ext[visible, 0], ext[visible, 1], lo[visible]
     planes = _planes(tri)                                        # (9, F)
     # the visible triangles' planes in box coordinates (0, 0 = the box's first pixel
     # centre): small numbers, so w0, w1 keep their precision far from the origin
     local = planes[:, visible]                                   # (9, V)
     local[2::3] += local[0::3] * (corner[:, 0] + 0.5) + local[1::3] * (corner[:, 1] + 0.5)
-    # every pixel of every box, without padding: candidate -> visible triangle
-    owner = torch.repeat_interleave(counts)                      # (P,)
-    k = torch.arange(len(owner)) - (counts.cumsum(0) - counts)[owner]
-    row = k.div(width[owner], rounding_mode="floor")
-    col = k - row * width[owner]
-    g = local[:, owner]                                          # (9, P)
+    # every candidate pixel, without padding: (visible triangle, box row, box column)
+    if width.float().mean() > _SPAN_MIN_WIDTH:
+        owner, row, col = _span_candidates(local, width, height)
+    else:
+        owner, row, col = _box_candidates(width, height)
+    g = local[:6, owner]                                         # (6, P)
     colf, rowf = col.float(), row.float()
     w0, w1 = _eval(g, 0, colf, rowf), _eval(g, 1, colf, rowf)
     inside = ((w0 >= -1e-5) & (w1 >= -1e-5) & (w0 + w1 <= 1 + 1e-5)).nonzero().squeeze(1)
     if len(inside) == 0:
         return _nothing(size)
     owner, row, col = owner[inside], row[inside], col[inside]
-    z = _eval(g[:, inside], 2, colf[inside], rowf[inside])
+    z = _eval(local[6:, owner], 0, colf[inside], rowf[inside])
     # z-buffer over the boxes' extent only (often far smaller than the target), by one
     # scatter_reduce(amin) over packed (quantised depth, triangle) keys
     zmin, zmax = verts[:, 2].min(), verts[:, 2].max()
@@ -134,7 +167,7 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int]) -
     hit = (best != empty).nonzero().squeeze(1)
     face = best[hit] & ((1 << _ID_BITS) - 1)
     px, py = hit % zw + bx0, hit // zw + by0                     # int64
-    g, cx, cy = planes[:, face], px + 0.5, py + 0.5
+    g, cx, cy = planes[:6, face], px + 0.5, py + 0.5
     w0, w1 = _eval(g, 0, cx, cy), _eval(g, 1, cx, cy)
     bary = torch.stack([w0, w1, 1 - w0 - w1], -1).clamp(0, 1)
     return Fragments(py * w + px, face, bary / bary.sum(-1, keepdim=True), size)

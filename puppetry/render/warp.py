@@ -34,6 +34,8 @@ EYE_LOOPS = (M.closed_loop(M.EYE_RIGHT_UPPER, M.EYE_RIGHT_LOWER),  # 16 each
              M.closed_loop(M.EYE_LEFT_UPPER, M.EYE_LEFT_LOWER))
 N_MESH = 468
 MIN_FLOW_PX = 0.25        # flow below this (pixels) is not drawn: the region warped is where it is above
+FINE_MOVE_PX = 0.25       # a triangle near the eyes or mouth gets the full-resolution flow when an expression moves a corner this far
+GAZE_MOVE_PX = 0.05       # ... and an eye's interior when the gaze shifts it this far (pixels)
 LASH_OPACITY = 0.8       # of the lash line drawn along a closed lid
 LASH_IOD = 0.022         # its width
 LIP_SEAM_OPACITY = 0.5   # of the line drawn where closed lips meet (portraits whose lips were apart)
@@ -101,14 +103,18 @@ class WarpRenderer:
         # (every fan too: a wide smile's corners lie further than ``fine_iod`` from its centre)
         fine = torch.from_numpy(near[self.faces.numpy()].all(1))
         fine[self.n_skin:] = True
-        self.fine_faces = self.faces[fine]
-        self.fine_is_mouth = mouth_fan[fine]
+        self.fine = fine
+        self.mouth_fan = mouth_fan
+        # (per frame only those an expression moves: elsewhere the flow is the head's
+        # smooth motion, which the coarse flow carries as well; ``_fine_faces``)
         # 2. per-vertex attributes: source position (pixels) and hole coordinates
         attr = np.zeros((N_MESH + 3, 4), np.float32)   # source x, y; eye R, eye L weights
         attr[:, :2] = _with_centres(p.landmarks[:N_MESH, :2])
         attr[EYE_R_C, 2] = attr[EYE_L_C, 3] = 1.0
         self.attr = torch.from_numpy(attr)
         self.shape = torch.from_numpy(p.shape)
+        # how far the neutral mesh lies from the photo's own face (a photo's parted lips are closed in it)
+        self.from_photo = self.shape - torch.from_numpy(p.frame.to_head(p.landmarks[:N_MESH].astype(np.float64)).astype(np.float32))
         self.basis = torch.from_numpy(p.basis).reshape(len(p.basis), -1)
         # 3. images, channels last: the canvas unmixed against the background plate
         #    (premultiplied person + alpha, float32[H x W x 4]), the canvas, the plate
@@ -138,6 +144,7 @@ class WarpRenderer:
         self.seam = torch.from_numpy(self._reach(config.seam_reach, config.seam_reach))[None]
         fr = p.frame
         self.skull_axes = fr.scale * fr.rotation @ np.diag(config.head_axes)   # (3, 3) pixels
+        self.skull_inv = np.linalg.inv(self.skull_axes)
         self.skull_centre = fr.to_image(np.array([config.head_centre]))[0]
         view = np.linalg.inv(self.skull_axes) @ np.array([0.0, 0.0, -1.0])   # toward the camera
         self.view = torch.from_numpy((view / np.linalg.norm(view)).astype(np.float32))
@@ -193,9 +200,25 @@ class WarpRenderer:
 
     def posed_vertices(self, frame: DrivingFrame) -> np.ndarray:
         """The driven mesh on the canvas: float32[468 x 3], pixels (z: depth, pixels)."""
+        return self._place(self._driven(frame)[0], frame)
+
+    def _driven(self, frame: DrivingFrame) -> tuple[np.ndarray, torch.Tensor]:
+        """The driven mesh in the head frame, float64[468 x 3] (IOD), and how far each
+        vertex lies from where the photo shows it, float32[468] (IOD)."""
         w = torch.from_numpy(np.asarray(frame.expression, np.float32))
-        head = (self.shape.reshape(-1) + w @ self.basis).reshape(-1, 3).double().numpy()
-        return self._place(head, frame)
+        delta = (w @ self.basis).reshape(-1, 3)
+        return (self.shape + delta).double().numpy(), (self.from_photo + delta).norm(dim=1)
+
+    def _fine_faces(self, moved: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """Indices of the triangles to rasterise at full resolution this frame: those near
+        the eyes and mouth with a corner that the expression moved (``moved`` bool[468]),
+        and an eye's whole fan when the gaze shifts its interior (``shift`` float[2 x 2],
+        pixels), int64[F']."""
+        active = torch.zeros(N_MESH + 3, dtype=torch.bool)
+        active[:N_MESH] = moved
+        for centre, loop, eye in ((MOUTH_C, MOUTH_LOOP, None), (EYE_R_C, EYE_LOOPS[0], 0), (EYE_L_C, EYE_LOOPS[1], 1)):
+            active[centre] = bool(active[loop].any()) or (eye is not None and float(shift[eye].abs().max()) > GAZE_MOVE_PX)
+        return (self.fine & active[self.faces].any(1)).nonzero().squeeze(1)
 
     def _place(self, head: np.ndarray, frame: DrivingFrame) -> np.ndarray:
         """Head-frame points float[N x 3] (IOD) -> canvas pixels float32[N x 3] under the
@@ -215,9 +238,9 @@ class WarpRenderer:
         smoothly from inside (pull-push).
         """
         rot, k, shift = self._pose(frame)
-        axes = k * rot @ self.skull_axes                                    # posed (3, 3)
         centre = rot @ (self.skull_centre - self.pivot) * k + self.pivot + shift
-        inv = torch.from_numpy(np.linalg.inv(axes).astype(np.float32))
+        # the posed ellipsoid's axes are k * rot @ skull_axes: their inverse
+        inv = torch.from_numpy((self.skull_inv @ rot.T / k).astype(np.float32))
         q = self.raster_base - torch.from_numpy(centre[:2].astype(np.float32))[:, None, None]
         a = torch.einsum("ij,jhw->ihw", inv[:, :2], q) - (inv[:, 2] * float(centre[2]))[:, None, None]
         b = inv[:, 2][:, None, None]                                          # (3, 1, 1)
@@ -252,7 +275,8 @@ class WarpRenderer:
         h, w = self.size
         s = cfg.raster_scale
         # 1. driven, posed mesh with the three fan centres
-        pts = self.posed_vertices(frame)
+        head, moved = self._driven(frame)
+        pts = self._place(head, frame)
         verts = _with_centres(pts).astype(np.float32)
         # 2. gaze moves the eye interiors (iris and sclera) inside the lids
         gaze = gaze_from_expression(np.asarray(frame.expression))          # (2 eyes, 2)
@@ -286,9 +310,11 @@ class WarpRenderer:
         grid = torch.from_numpy(self.base_grid[y0:y1, x0:x1] + flow)          # (h, w, 2)
         # exact flow around the eyes and mouth, rasterised at full resolution
         local = verts - np.float32([x0, y0, 0])
-        fine = rasterize(torch.from_numpy(local), self.fine_faces, (y1 - y0, x1 - x0))
+        chosen = self._fine_faces(moved * np.float32(p.frame.scale * frame.scale) > FINE_MOVE_PX, shift)
+        fine_faces = self.faces[chosen]
+        fine = rasterize(torch.from_numpy(local), fine_faces, (y1 - y0, x1 - x0))
         if len(fine.pix):
-            vals = fine.interpolate(self.fine_faces, self.attr)
+            vals = fine.interpolate(fine_faces, self.attr)
             src = vals[:, :2] - vals[:, 2:3] * shift[0] - vals[:, 3:4] * shift[1]
             grid.view(-1, 2)[fine.pix] = src - 0.5
         # channels last throughout (remap's layout; the frame's too: no transposing copy)
@@ -309,7 +335,7 @@ class WarpRenderer:
             self._draw_line(out, (y0, x0), meet, LIP_SEAM_IOD, self.palette.seam,
                             LIP_SEAM_OPACITY * (1 - max(0.0, fade)))
         if fade > 0:
-            self._draw_mouth(out, fine, local, min(1.0, fade), frame, (x0, y0))
+            self._draw_mouth(out, fine, self.mouth_fan[chosen], local, min(1.0, fade), frame, (x0, y0))
         return (y0, y1, x0, x1), out
 
     def _upsample(self, disp: torch.Tensor, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -351,14 +377,15 @@ class WarpRenderer:
         box = out[:, y0:y1, x0:x1]
         box.mul_(1 - a).add_(colour[:, None, None] * a)
 
-    def _draw_mouth(self, out, fine, local, fade, frame, origin):
+    def _draw_mouth(self, out, fine, is_mouth, local, fade, frame, origin):
         """Paint the mouth interior in place on ``out`` float[3 x h x w]: rigid teeth (the
         upper row with the skull, the lower row with the jaw, never scaled), tongue and
         cavity. The upper row shows the portrait's own teeth where the portrait shows its
         mouth interior there. ``fine`` are the full-resolution fragments of the region,
-        ``local`` the mesh in the region's pixels, ``origin`` the region's (x0, y0)."""
+        ``is_mouth`` which of their triangles are the mouth's fan (bool[F']), ``local`` the
+        mesh in the region's pixels, ``origin`` the region's (x0, y0)."""
         p = self.portrait
-        hit = self.fine_is_mouth[fine.face]
+        hit = is_mouth[fine.face]
         if not hit.any():
             return
         pix = fine.pix[hit]
@@ -376,8 +403,14 @@ class WarpRenderer:
         place = self._place(self.meet, frame)[:, :2] - o                 # the teeth's line, posed
         lines = [local[M.LIP_INNER_UPPER, :2], local[M.LIP_INNER_LOWER, :2], place,
                  self._place(self.meet + jaw * self.meet_jaw, frame)[:, :2] - o]
-        upper, lower, meet_up, meet_lo = (_height_at(along, torch.from_numpy(np.ascontiguousarray(q)), axis, down)
-                                          for q in lines)
+        # (the lines are read at half-pixel steps along the mouth, then per pixel)
+        start = float(along.min().floor())
+        steps = start + 0.5 * torch.arange(int((float(along.max()) - start) * 2) + 2)
+        table = torch.stack([_height_at(steps, torch.from_numpy(np.ascontiguousarray(q)), axis, down) for q in lines]
+                            + [_index_at(steps, torch.from_numpy(np.ascontiguousarray(place)) @ axis)])   # (5, T)
+        f = (along - start) * 2
+        i = f.floor().long().clamp(0, table.shape[1] - 2)
+        upper, lower, meet_up, meet_lo, col = torch.lerp(table[:, i], table[:, i + 1], f - i)
         d_up = (height - upper).clamp_min(0)          # below the upper lip, pixels
         d_lo = (lower - height).clamp_min(0)          # above the lower lip
         t_up = height - meet_up                       # below the upper teeth's root line
@@ -389,7 +422,6 @@ class WarpRenderer:
         drawn = draw_mouth(across, d_up, d_lo, t_up, t_lo, iod, self.palette,
                            float(frame.expression[INDEX["tongueOut"]]))
         # the portrait's own upper teeth: the same skull point in the photo
-        col = _index_at(along, torch.from_numpy(np.ascontiguousarray(place)) @ axis)
         c0 = col.floor().long().clamp(0, len(place) - 2)
         src = torch.lerp(self.src_meet[c0], self.src_meet[c0 + 1], (col - c0)[:, None]) \
             + self.src_down * (t_up / k)[:, None]
