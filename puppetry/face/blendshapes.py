@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..eval.metrics import EYE_CORNERS, LIP_GAP_PAIRS
 from ..expression.arkit import INDEX, N_EXPRESSIONS
 from . import mesh as M
 
-JAW_OPEN_RAD = 0.6           # jaw rotation at jawOpen = 1 (about 34°: a fully open jaw, as ARKit)
+JAW_OPEN_RAD = 0.6           # jaw rotation at jawOpen = 1 (about 34°: a fully open jaw, as ARKit) ...
+JAW_GAP_MIN = 0.58           # ... or more, so that it parts the lips at least this far (mean of the five
+                             # inner-lip gaps over the eye-corner distance 33-263, as metrics.lip_gap)
 BLINK_UPPER_SHARE = 1.0      # share of the lid closure done by the upper lid (it closes onto the lower one)
 BLINK_LOWER_SHARE = 0.08     # ... and by the lower lid (it barely moves: the tracker reads its skin, not the lid); overlap, no slit
 CORNER_IOD = 0.12            # how far along the upper lip a mouth corner's drop with the jaw spreads
@@ -81,14 +84,37 @@ def _lip_line(S):
 
 def jaw_hinge(shape: np.ndarray) -> np.ndarray:
     """The jaw's hinge, float[3] in the head frame (IOD): near the ears, at the nose's
-    height, behind the face. jawOpen = 1 rotates the jaw ``JAW_OPEN_RAD`` about its x axis."""
+    height, behind the face. jawOpen = 1 rotates the jaw ``jaw_angle`` about its x axis."""
     S = np.asarray(shape, np.float64)
     return np.array([0.0, S[M.NOSE_TIP, 1] + 0.05, min(S[234, 2], S[454, 2]) - 0.35])
 
 
-def jaw_rotation(weight: float) -> np.ndarray:
-    """float[3 x 3]: the jaw's rotation at jawOpen = ``weight`` (head frame)."""
-    return _rot_x(JAW_OPEN_RAD * weight)
+def jaw_angle(shape: np.ndarray) -> float:
+    """The jaw's rotation at jawOpen = 1 for a face, radians: ``JAW_OPEN_RAD``, or more
+    where that would part its lips less than ``JAW_GAP_MIN`` (faces whose tracked depth
+    is flat have their lips closer to the hinge and would open less: ARKit's scale is the
+    mouth's opening, the same on every face).
+
+    shape : float[468 x 3], head frame (IOD)
+    """
+    S = np.asarray(shape, np.float64)
+    hinge, follow = jaw_hinge(S), _jaw_weight(S)[:, None]
+    up, lo = (list(i) for i in zip(*LIP_GAP_PAIRS))
+    eyes = np.linalg.norm(S[EYE_CORNERS[1]] - S[EYE_CORNERS[0]])
+    angle = JAW_OPEN_RAD
+    for _ in range(2):    # the opening is nearly linear in the angle: two steps settle it
+        field = ((S - hinge) @ _rot_x(angle).T + hinge - S) * follow
+        gap = (field[up, 1] - field[lo, 1]).mean() / eyes
+        if gap >= JAW_GAP_MIN or gap <= 1e-6:
+            break
+        angle *= JAW_GAP_MIN / gap
+    return float(angle)
+
+
+def jaw_rotation(weight: float, angle: float = JAW_OPEN_RAD) -> np.ndarray:
+    """float[3 x 3]: the jaw's rotation at jawOpen = ``weight`` (head frame), for a jaw
+    that turns ``angle`` at jawOpen = 1 (``jaw_angle``)."""
+    return _rot_x(angle * weight)
 
 
 LIP_SLIDE_IOD = 0.12   # how far a lip's closing motion spreads onto the skin around it (sigma)
@@ -141,7 +167,7 @@ def jaw_open(shape: np.ndarray, upper_lip_follows: bool = True) -> np.ndarray:
     photo shows it."""
     S = np.asarray(shape, np.float64)
     hinge = jaw_hinge(S)
-    rotated = (S - hinge) @ _rot_x(JAW_OPEN_RAD).T + hinge
+    rotated = (S - hinge) @ _rot_x(jaw_angle(S)).T + hinge
     return (rotated - S) * _jaw_weight(S, upper_lip_follows)[:, None]
 
 
