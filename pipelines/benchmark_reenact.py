@@ -15,14 +15,17 @@ Dev media is read in place (``/work/shared/dev``), never copied into the reposit
      relative to the real first frame), degrees;
    - AED: mean dlib identity distance to the real frame (every ``ID_STEP``-th frame);
    - face-box PSNR: over the box of the real frame's landmarks, dB.
-   Each beside the do-nothing baseline, the first frame frozen, measured in the same run.
+   Each beside the do-nothing baseline, the first frame frozen, and the renderer's floor,
+   the first frame rendered with no motion (its own jaw opening put back), measured in the
+   same run: what the renderer loses before any motion is transferred.
 2. Cross-reenactment: each dev portrait (512² crop) driven by other people's clips (the dev
    videos, and a synthetic driver rendered from the bundled portrait that turns, nods,
    blinks and opens the mouth wide): the worst dlib distance to the photo over every
    ``ID_STEP``-th frame, and the correlation of the output's re-tracked yaw and lip
    opening with the driver's.
 3. The tables (printed, markdown), then one PASS/FAIL line per issue target.
-4. ``--speed RUNS``: only the speed, ``measure_speed`` (whole-process runs beside ffmpeg).
+4. ``--speed RUNS``: only the speed, ``measure_speed`` (whole-process runs beside ffmpeg;
+   ``--baseline DIR``: beside older code too, e.g. ``git archive dc28c69 | tar -x -C DIR``).
 
 Held out: the lip attribution of the tracker was tuned on the Obama clip only (its
 seconds 10-20); the GRID clips are held out. Rows say which.
@@ -183,8 +186,14 @@ def self_case(path: Path, seconds: float, mode: str, encoder) -> dict:
     box = (max(0, int(cx - half)), max(0, int(cy - half)), min(w, int(cx + half)), min(h, int(cy + half)))
     frozen = [real[0]] * len(real)
     frozen_lm = [real_lm[0]] * len(real)
+    # the renderer's floor: the first frame rendered with no motion (its own jaw opening,
+    # which the portrait's neutral face takes out, put back), against every real frame
+    still = Motion.still(len(real), fps)
+    still.expression[:, INDEX["jawOpen"]] = portrait.expression[INDEX["jawOpen"]]
+    zero = [f.copy() for f in render(portrait, still)]
     return {"name": path.name, "frames": len(real), "held_out": path.name not in TUNED_ON,
             "ours": score_against(made, made_lm, real, real_lm, encoder),
+            "zero": score_against(zero, retrack(zero), real, real_lm, encoder),
             "frozen": score_against(frozen, frozen_lm, real, real_lm, encoder),
             "seconds": elapsed, "made": made, "real": real, "box": box}
 
@@ -241,11 +250,14 @@ def sheet(driver: list[np.ndarray], made: list[np.ndarray], n: int = 6, tile: in
                            np.concatenate([pad(f) for f in bottom], 1)], 0)
 
 
-def measure_speed(photo: Path, driver: Path, seconds: float, runs: int, size: int = 512) -> dict:
+def measure_speed(photo: Path, driver: Path, seconds: float, runs: int, size: int = 512,
+                  baseline: Path | None = None) -> dict:
     """Whole-process ``puppetry reenact`` at ``size``² on the first ``seconds`` of ``driver``
     (cut to a temp file), ``runs`` times, each beside ffmpeg encoding the same frames and
     audio as write_video does (raw RGB from a file, H.264 + AAC), interleaved so both see
-    the same load. -> medians (s), the real-time factor and the ratio."""
+    the same load; with ``baseline`` (a checkout of older code, e.g. ``git archive``), the
+    same command run from it too, in the same minutes. -> medians (s), CPU (s) and all runs."""
+    import os
     import statistics
     import subprocess
     import tempfile
@@ -263,12 +275,18 @@ def measure_speed(photo: Path, driver: Path, seconds: float, runs: int, size: in
                   "-s", f"{size}x{size}", "-r", "25", "-i", str(raw), "-i", str(cut), "-map", "0:v",
                   "-map", "1:a", "-c:a", "aac", "-b:a", pio.AUDIO_BITRATE, "-c:v", "libx264", "-preset",
                   pio.PRESET, "-crf", str(pio.CRF), "-pix_fmt", "yuv420p", str(tmp / "encoded.mp4")]
-        ours, theirs, cpu = [], [], []
+        ours, theirs, cpu, old, old_cpu = [], [], [], [], []
         for k in range(runs):
             t0, c0 = time.perf_counter(), _children_cpu()
             subprocess.run(reenact, check=True, capture_output=True)
             ours.append(time.perf_counter() - t0)
             cpu.append(_children_cpu() - c0)
+            if baseline is not None:
+                t0, c0 = time.perf_counter(), _children_cpu()
+                subprocess.run(reenact, check=True, capture_output=True, cwd=baseline,
+                               env={**os.environ, "PYTHONPATH": str(baseline)})
+                old.append(time.perf_counter() - t0)
+                old_cpu.append(_children_cpu() - c0)
             if k == 0:                                   # the frames ffmpeg encodes: ours
                 with raw.open("wb") as f:
                     for rgb in read_video_frames(out):
@@ -278,7 +296,9 @@ def measure_speed(photo: Path, driver: Path, seconds: float, runs: int, size: in
             theirs.append(time.perf_counter() - t0)
         duration = video_info(out)["duration"]
     return {"duration": duration, "ours": statistics.median(ours), "ffmpeg": statistics.median(theirs),
-            "ours_all": ours, "ffmpeg_all": theirs, "cpu": statistics.median(cpu)}
+            "ours_all": ours, "ffmpeg_all": theirs, "cpu": statistics.median(cpu),
+            "old": statistics.median(old) if old else None, "old_all": old,
+            "old_cpu": statistics.median(old_cpu) if old_cpu else None}
 
 
 def _children_cpu() -> float:
@@ -303,19 +323,27 @@ def main(argv=None) -> int:
     ap.add_argument("--sheets", type=Path, help="write driver | output contact sheets here")
     ap.add_argument("--speed", type=int, metavar="RUNS", default=0,
                     help="only the speed: RUNS whole-process reenact runs at 512² beside ffmpeg")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="with --speed: also time the code checked out in DIR (git archive)")
     args = ap.parse_args(argv)
     if args.speed:
         photo, driver = args.portraits / "london024_m47_neutral.jpg", args.videos / SELF_VIDEOS[2]
         print(f"$ nice -n 5 python pipelines/benchmark_reenact.py {shlex.join(sys.argv[1:] if argv is None else argv)}")
-        r = measure_speed(photo, driver, args.seconds, args.speed)
+        r = measure_speed(photo, driver, args.seconds, args.speed, baseline=args.baseline)
         print(f"\n| job | median of {args.speed} (s) | all runs (s) | real-time factor |\n|---|---|---|---|")
         print(f"| puppetry reenact {photo.name} {driver.name} (first {r['duration']:g} s), 512² | "
               f"{r['ours']:.2f} | {', '.join(f'{x:.1f}' for x in r['ours_all'])} | {r['ours'] / r['duration']:.2f} |")
+        if r["old"] is not None:
+            print(f"| the same, code in {args.baseline} | {r['old']:.2f} | "
+                  f"{', '.join(f'{x:.1f}' for x in r['old_all'])} | {r['old'] / r['duration']:.2f} |")
         print(f"| ffmpeg: the same frames + audio to H.264 + AAC | {r['ffmpeg']:.2f} | "
               f"{', '.join(f'{x:.1f}' for x in r['ffmpeg_all'])} | {r['ffmpeg'] / r['duration']:.2f} |")
         print(f"\nreenact / ffmpeg: {r['ours'] / r['ffmpeg']:.2f}; reenact's CPU time (all its "
               f"processes, median): {r['cpu']:.1f} s, {r['cpu'] / r['duration']:.2f} CPU-s per s of video "
               f"(over 2 cores: real-time factor >= {r['cpu'] / r['duration'] / 2:.2f} on an idle machine)")
+        if r["old_cpu"] is not None:
+            print(f"baseline's CPU time (median): {r['old_cpu']:.1f} s, "
+                  f"{r['old_cpu'] / r['duration']:.2f} CPU-s per s of video")
         return 0
     encoder = IdentityEncoder()
     print(f"$ nice -n 5 python pipelines/benchmark_reenact.py {shlex.join(sys.argv[1:] if argv is None else argv)}")
@@ -344,15 +372,17 @@ def main(argv=None) -> int:
                     write_image(args.sheets / f"cross_{Path(photo).stem}_{Path(d).stem}.jpg",
                                 sheet(r["driver_frames"], r["made"], picks=picks))
     if selfs:
-        print(f"\nSelf-reenactment ({args.mode}; first {args.seconds:g} s of each clip; ours / frozen first frame)\n")
+        print(f"\nSelf-reenactment ({args.mode}; first {args.seconds:g} s of each clip; ours / "
+              "the first frame rendered with no motion (the renderer's floor) / frozen first frame)\n")
         print("| clip | held out | frames | AKD (IOD) | lip r | yaw err (°) | pitch err (°) | AED | face PSNR (dB) |")
         print("|---|---|---|---|---|---|---|---|---|")
         for r in selfs:
-            o, f = r["ours"], r["frozen"]
+            o, z, f = r["ours"], r["zero"], r["frozen"]
             print(f"| {r['name']} | {'yes' if r['held_out'] else 'no (tuned on)'} | {r['frames']} | "
-                  f"{o.akd:.3f} / {f.akd:.3f} | {fmt(o.lip_r, '.2f')} / {fmt(f.lip_r, '.2f')} | "
-                  f"{o.yaw_err:.2f} / {f.yaw_err:.2f} | {o.pitch_err:.2f} / {f.pitch_err:.2f} | "
-                  f"{fmt(o.aed)} / {fmt(f.aed)} | {o.psnr:.2f} / {f.psnr:.2f} |")
+                  f"{o.akd:.3f} / {z.akd:.3f} / {f.akd:.3f} | {fmt(o.lip_r, '.2f')} / — / — | "
+                  f"{o.yaw_err:.2f} / {z.yaw_err:.2f} / {f.yaw_err:.2f} | "
+                  f"{o.pitch_err:.2f} / {z.pitch_err:.2f} / {f.pitch_err:.2f} | "
+                  f"{fmt(o.aed)} / {fmt(z.aed)} / {fmt(f.aed)} | {o.psnr:.2f} / {z.psnr:.2f} / {f.psnr:.2f} |")
     if crosses:
         print(f"\nCross-reenactment ({args.mode}; {CROSS_SIZE}² crop; first {args.seconds:g} s of each driver)\n")
         print("| photo | driver | frames | identity to photo, worst (mean) | yaw r (driver's yaw range °) | lip r |")
