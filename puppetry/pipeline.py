@@ -269,11 +269,12 @@ def reenact_video(source_path, driver_path, out_path, job: ReenactJob = ReenactJ
         raise ValueError(f"audio={job.audio!r}: use 'keep' (the driver's) or 'none'")
     info = video_info(driver_path)
     # 2. the driver tracked beside 3. the source portrait (read, track, segment, fit) and
-    #    its renderer (torch loads meanwhile); the driver's spans in one process per core
-    from .render.warp import WarpRenderer
+    #    its renderer (torch loads meanwhile: imported only once the helper is forked);
+    #    the driver's spans in one process per core
     with beside() as helper:
         tracking = helper.submit(track_clip, driver_path, workers=None)
         try:
+            from .render.warp import WarpRenderer
             portrait = load_portrait(source_path, size=job.size, frame=job.frame)
             renderer = WarpRenderer(portrait, job.renderer)
         except BaseException:
