@@ -11,7 +11,7 @@ from puppetry import DrivingFrame, Motion, WarpRenderer, load_portrait, preset, 
 from puppetry.eval import metrics
 from puppetry.face.tracker import FaceTracker
 from puppetry.portrait import bundled_portrait
-from puppetry.face import mesh as M
+from puppetry.face import blendshapes, mesh as M
 from puppetry.render.fill import pull_push
 from puppetry.render.mouth import shown_teeth
 from puppetry.render.raster import rasterize
@@ -177,6 +177,48 @@ def test_open_mouth_retracks_as_its_geometry(renderer, tracker, jaw):
     upper, lower, width = metrics.lip_offsets(retrack(tracker, renderer.render_frame(frame)),
                                               renderer.posed_vertices(frame))
     assert abs(upper) < 0.05 and abs(lower) < 0.05 and abs(width - 1) < 0.1
+
+
+def test_jaw_open_is_arkit_scale_on_the_bundled_portrait(renderer, tracker):
+    # jawOpen 0.8 parts the lips at least 0.35 eye-corner distances (issue 10), read back
+    # where the geometry put them: the jaw turns further on a face tracked with flat depth
+    frame = DrivingFrame.make(expression={"jawOpen": 0.8})
+    lm = retrack(tracker, renderer.render_frame(frame))
+    assert metrics.lip_gap(lm) >= 0.35
+    upper, lower, width = metrics.lip_offsets(lm, renderer.posed_vertices(frame))
+    assert abs(upper) < 0.05 and abs(lower) < 0.05 and abs(width - 1) < 0.1
+
+
+@pytest.mark.parametrize("depth", [0.7, 1.0, 1.3])
+def test_jaw_angle_parts_every_face_as_far(depth):
+    # a face whose depth is flatter has its lips nearer the hinge: its jaw turns further
+    # (up to a limit), so that jawOpen 1 parts its lips JAW_GAP_MIN; a deep face keeps
+    # the base angle and opens further
+    S = M.face_model().canonical * np.float64([1, 1, depth])
+    angle = blendshapes.jaw_angle(S)
+    assert blendshapes.JAW_OPEN_RAD <= angle <= blendshapes.JAW_OPEN_MAX_RAD
+    field = blendshapes.jaw_open(S)
+    up, lo = (list(i) for i in zip(*metrics.LIP_GAP_PAIRS))
+    gap = (field[up, 1] - field[lo, 1]).mean() / np.linalg.norm(S[263] - S[33])
+    if depth == 0.7:      # too flat to reach it within the limit: the limit
+        assert angle == pytest.approx(blendshapes.JAW_OPEN_MAX_RAD) and gap < blendshapes.JAW_GAP_MIN
+    elif depth == 1.0:    # the canonical face: turned further, to the gap
+        assert angle > blendshapes.JAW_OPEN_RAD and gap == pytest.approx(blendshapes.JAW_GAP_MIN, abs=0.015)
+    else:                 # deep enough: the base angle parts it further
+        assert angle == blendshapes.JAW_OPEN_RAD and gap > blendshapes.JAW_GAP_MIN
+
+
+def test_full_resolution_flow_only_where_it_changes_the_frame(portrait, renderer):
+    # the renderer rasterises at full resolution only the triangles near the eyes and mouth
+    # that the expression moves (and the eyes the gaze shifts); the frames are the same by
+    # eye as with all of them at full resolution, head turns included
+    frames = list(preset("talk-idle", duration=0.6)) + [DrivingFrame.make(yaw=20, pitch=10),
+                                                          DrivingFrame.make(roll=10, gaze=(0.5, 0.2))]
+    every = WarpRenderer(portrait)
+    every._fine_faces = lambda moved, shift: every.fine.nonzero().squeeze(1)
+    for frame in frames:
+        diff = np.abs(renderer.render_frame(frame).astype(int) - every.render_frame(frame)).max(-1)
+        assert diff.mean() < 0.3 and (diff > 8).mean() < 0.003
 
 
 def test_open_mouth_is_dark_to_its_corners_and_closed_lips_hide_the_teeth(portrait, renderer, tracker):

@@ -19,7 +19,8 @@ from . import mesh as M
 
 JAW_OPEN_RAD = 0.6           # jaw rotation at jawOpen = 1 (about 34°: a fully open jaw, as ARKit) ...
 JAW_GAP_MIN = 0.58           # ... or more, so that it parts the lips at least this far (mean of the five
-                             # inner-lip gaps over the eye-corner distance 33-263, as metrics.lip_gap)
+                             # inner-lip gaps over the eye-corner distance 33-263, as metrics.lip_gap) ...
+JAW_OPEN_MAX_RAD = 0.8       # ... but never more than this (about 46°)
 BLINK_UPPER_SHARE = 1.0      # share of the lid closure done by the upper lid (it closes onto the lower one)
 BLINK_LOWER_SHARE = 0.08     # ... and by the lower lid (it barely moves: the tracker reads its skin, not the lid); overlap, no slit
 CORNER_IOD = 0.12            # how far along the upper lip a mouth corner's drop with the jaw spreads
@@ -91,9 +92,9 @@ def jaw_hinge(shape: np.ndarray) -> np.ndarray:
 
 def jaw_angle(shape: np.ndarray) -> float:
     """The jaw's rotation at jawOpen = 1 for a face, radians: ``JAW_OPEN_RAD``, or more
-    where that would part its lips less than ``JAW_GAP_MIN`` (faces whose tracked depth
-    is flat have their lips closer to the hinge and would open less: ARKit's scale is the
-    mouth's opening, the same on every face).
+    (up to ``JAW_OPEN_MAX_RAD``) where that would part its lips less than ``JAW_GAP_MIN``
+    (faces whose tracked depth is flat have their lips closer to the hinge and would open
+    less: ARKit's scale is the mouth's opening, the same on every face).
 
     shape : float[468 x 3], head frame (IOD)
     """
@@ -102,12 +103,12 @@ def jaw_angle(shape: np.ndarray) -> float:
     up, lo = (list(i) for i in zip(*LIP_GAP_PAIRS))
     eyes = np.linalg.norm(S[EYE_CORNERS[1]] - S[EYE_CORNERS[0]])
     angle = JAW_OPEN_RAD
-    for _ in range(2):    # the opening is nearly linear in the angle: two steps settle it
+    for _ in range(2):    # the opening is nearly linear in the angle: two steps get within 2 % of it
         field = ((S - hinge) @ _rot_x(angle).T + hinge - S) * follow
         gap = (field[up, 1] - field[lo, 1]).mean() / eyes
         if gap >= JAW_GAP_MIN or gap <= 1e-6:
             break
-        angle *= JAW_GAP_MIN / gap
+        angle = min(angle * JAW_GAP_MIN / gap, JAW_OPEN_MAX_RAD)
     return float(angle)
 
 
