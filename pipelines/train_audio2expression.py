@@ -34,7 +34,8 @@ streaming model's is
    ``--init CKPT`` starts from a trained checkpoint's weights instead (fine-tuning on a
    new corpus or loss in fewer steps, where the CPU is too busy for a run from scratch);
    ``--freeze-encoder`` keeps its window encoder and trains the layers after it on the
-   encoder's outputs, computed once per feature frame.
+   encoder's outputs, computed once per feature frame. ``--device cuda`` trains on a GPU
+   (the lent machines: the README's from-scratch recipe there takes minutes).
 6. Save: weights, ModelDims, the corpus recipe, this command, the commit and the
    validation losses, in one self-describing file.
 """
@@ -202,7 +203,8 @@ class Batches:
             for a in range(0, len(feats), chunk):
                 j = np.arange(a, min(len(feats), a + chunk))
                 win = feats[np.clip(j[:, None] + np.arange(w)[None] - before, 0, len(feats) - 1)]
-                rows.append(model.encode(torch.from_numpy(win)[None])[0].half().numpy())
+                device = next(model.parameters()).device
+                rows.append(model.encode(torch.from_numpy(win)[None].to(device))[0].half().cpu().numpy())
             self.table.append(np.concatenate(rows))
 
     def crop(self, augment: bool):
@@ -336,6 +338,8 @@ def main(argv=None):
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this checkpoint's weights (fine-tuning: its features, "
                          "window, look-ahead and outputs must be the ones asked for)")
+    ap.add_argument("--device", default="cpu",
+                    help="torch device to train on (cpu, cuda): the features stay on the CPU")
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="with --init: keep its window encoder and train only the latent, "
                          "expression and temporal-filter layers (the encoder's outputs are "
@@ -391,6 +395,7 @@ def main(argv=None):
                 "train_args": start.meta.get("train_args"), "recipe": start.meta.get("recipe"),
                 "commit": start.meta.get("commit")}
         print(f"starting from {args.init}", flush=True)
+    model.to(args.device)
     if args.freeze_encoder:
         if args.init is None:
             raise SystemExit("--freeze-encoder needs --init (a trained encoder to keep)")
@@ -409,7 +414,7 @@ def main(argv=None):
     history, t0 = [], time.time()
     for step in range(1, args.steps + 1):
         model.train()
-        x, y = train_b(args.batch)
+        x, y = (t.to(args.device) for t in train_b(args.batch))
         loss = loss_fn(predict(x), y, closure_cols, aperture, args.closure_weight)
         opt.zero_grad()
         loss.backward()
@@ -419,15 +424,17 @@ def main(argv=None):
         if step % 250 == 0 or step == args.steps:
             model.eval()
             with torch.no_grad():
+                val_dev = [(vx.to(args.device), vy.to(args.device)) for vx, vy in val_set]
                 vl = float(np.mean([loss_fn(predict(vx), vy, closure_cols, aperture, args.closure_weight).item()
-                                    for vx, vy in val_set]))
-                mae = float(np.mean([(predict(vx) - vy).abs().mean().item() for vx, vy in val_set]))
+                                    for vx, vy in val_dev]))
+                mae = float(np.mean([(predict(vx) - vy).abs().mean().item() for vx, vy in val_dev]))
             history.append({"step": step, "train_loss": round(loss.item(), 4), "val_loss": round(vl, 4),
                             "val_mae": round(mae, 4)})
             print(f"step {step}: train {loss.item():.4f}  val {vl:.4f}  val MAE {mae:.4f}  "
                   f"({time.time() - t0:.0f} s)", flush=True)
 
     # 6. save, self-describing
+    model.cpu()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     model.save(tmp, recipe=recipe, command=" ".join(sys.argv), commit=git_commit(), init=init,
