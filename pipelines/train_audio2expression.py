@@ -35,7 +35,7 @@ streaming model's is
    new corpus or loss in fewer steps, where the CPU is too busy for a run from scratch);
    ``--freeze-encoder`` keeps its window encoder and trains the layers after it on the
    encoder's outputs, computed once per feature frame. ``--device cuda`` trains on a GPU
-   (the lent machines: the README's from-scratch recipe there takes minutes).
+   (not yet run on one: no GPU was lent when it was added).
 6. Save: weights, ModelDims, the corpus recipe, this command, the commit and the
    validation losses, in one self-describing file.
 """
