@@ -405,14 +405,16 @@ def track_clip(source, *, fps: float | None = None, progress: Callable | None = 
                 is safe; each span is tracked from ``SPAN_WARMUP`` frames before it and
                 its first frame fitted from scratch, the rest as in one pass. 1: one pass.
     """
-    from ..runtime import default_workers, map_in_forks
+    from ..runtime import default_workers, fork_is_safe, map_in_forks
 
     frames, fps, total, name = _frames_of(source, fps)
     report = progress or (lambda done, total, stage: None)
     # 1. Track; 2. (blur) measure each face box's sharpness: in spans, one per worker.
     is_path = isinstance(source, (str, Path))
-    spans = _spans(total, default_workers() if workers is None else workers) \
-        if is_path or hasattr(source, "__getitem__") else [(0, None)]
+    workers = default_workers() if workers is None else workers
+    if not (fork_is_safe() and (is_path or hasattr(source, "__getitem__"))):
+        workers = 1                    # (spans tracked one after the other gain nothing)
+    spans = _spans(total, workers)
     if len(spans) > 1:
         def span(k: int) -> tuple[list, list, tuple | None]:
             a, b = spans[k]
