@@ -141,7 +141,7 @@ def prepare(canvas: np.ndarray, face: Face, name: str = "portrait",
     hf = head_frame(lm)
     shape, expression = neutral_shape(hf.to_head(lm[:468].astype(np.float64)))
     alpha = _person_alpha(canvas, lm)
-    return Portrait(canvas, lm, hf, shape, blendshape_basis(shape), alpha,
+    return Portrait(canvas, lm, hf, shape, blendshape_basis(shape, hf.rotation), alpha,
                     _background(canvas, alpha), name, source_box, expression)
 
 

@@ -129,7 +129,7 @@ def test_rigid_align_recovers_a_similarity():
 
 @pytest.fixture(scope="module")
 def basis(portrait):
-    return blendshape_basis(portrait.shape)
+    return blendshape_basis(portrait.shape, portrait.frame.rotation)   # a portrait's jaw opens as the camera sees it
 
 
 def test_blendshape_basis_shape(portrait, basis):

@@ -12,6 +12,7 @@ from puppetry.eval import metrics
 from puppetry.face.tracker import FaceTracker
 from puppetry.portrait import bundled_portrait
 from puppetry.face import blendshapes, mesh as M
+from puppetry.face.pose import rotation_matrix
 from puppetry.render.fill import pull_push
 from puppetry.render.mouth import shown_teeth
 from puppetry.render.raster import rasterize
@@ -189,23 +190,30 @@ def test_jaw_open_is_arkit_scale_on_the_bundled_portrait(renderer, tracker):
     assert abs(upper) < 0.05 and abs(lower) < 0.05 and abs(width - 1) < 0.1
 
 
-@pytest.mark.parametrize("depth", [0.7, 1.0, 1.3])
-def test_jaw_angle_parts_every_face_as_far(depth):
-    # a face whose depth is flatter has its lips nearer the hinge: its jaw turns further
-    # (up to a limit), so that jawOpen 1 parts its lips JAW_GAP_MIN; a deep face keeps
-    # the base angle and opens further
-    S = M.face_model().canonical * np.float64([1, 1, depth])
-    angle = blendshapes.jaw_angle(S)
-    assert blendshapes.JAW_OPEN_RAD <= angle <= blendshapes.JAW_OPEN_MAX_RAD
-    field = blendshapes.jaw_open(S)
+FRONTAL = np.diag([1.0, -1.0, -1.0])     # head axes in the image for a face looking at the camera
+
+
+@pytest.mark.parametrize("depth", [0.7, 0.85, 1.3])
+def test_jaw_angle_parts_every_portrait_as_far(depth):
+    # on a portrait the jaw turns further (up to a limit) where the camera would see its
+    # lips part less than JAW_GAP_MIN at jawOpen 1: a face tracked with flatter depth has
+    # its lips nearer the hinge; a deep face keeps the base angle and opens further
+    S = blendshapes.close_lips(M.face_model().canonical * np.float64([1, 1, depth]))     # a portrait's neutral shape
+    assert blendshapes.jaw_angle(S) == blendshapes.JAW_OPEN_RAD             # no view: fitting
+    angle = blendshapes.jaw_angle(S, FRONTAL)
+    opened = S + blendshapes.jaw_open(S, view=FRONTAL)
     up, lo = (list(i) for i in zip(*metrics.LIP_GAP_PAIRS))
-    gap = (field[up, 1] - field[lo, 1]).mean() / np.linalg.norm(S[263] - S[33])
+    gap = np.linalg.norm((opened[lo] - opened[up])[:, :2], axis=1).mean() / np.linalg.norm(S[263, :2] - S[33, :2])
     if depth == 0.7:      # too flat to reach it within the limit: the limit
         assert angle == pytest.approx(blendshapes.JAW_OPEN_MAX_RAD) and gap < blendshapes.JAW_GAP_MIN
-    elif depth == 1.0:    # the canonical face: turned further, to the gap
-        assert angle > blendshapes.JAW_OPEN_RAD and gap == pytest.approx(blendshapes.JAW_GAP_MIN, abs=0.015)
+    elif depth == 0.85:   # turned further, to the gap
+        assert blendshapes.JAW_OPEN_RAD < angle < blendshapes.JAW_OPEN_MAX_RAD
+        assert gap == pytest.approx(blendshapes.JAW_GAP_MIN, abs=0.01)
     else:                 # deep enough: the base angle parts it further
         assert angle == blendshapes.JAW_OPEN_RAD and gap > blendshapes.JAW_GAP_MIN
+    # seen from above (the head bowed), the same face's jaw turns further
+    bowed = rotation_matrix(0, -20, 0) @ FRONTAL
+    assert blendshapes.jaw_angle(S, bowed) >= angle
 
 
 def test_full_resolution_flow_only_where_it_changes_the_frame(portrait, renderer):

@@ -18,8 +18,9 @@ from ..expression.arkit import INDEX, N_EXPRESSIONS
 from . import mesh as M
 
 JAW_OPEN_RAD = 0.6           # jaw rotation at jawOpen = 1 (about 34°: a fully open jaw, as ARKit) ...
-JAW_GAP_MIN = 0.58           # ... or more, so that it parts the lips at least this far (mean of the five
-                             # inner-lip gaps over the eye-corner distance 33-263, as metrics.lip_gap) ...
+JAW_GAP_MIN = 0.48           # ... or more on a portrait, so that its lips part at least this far as the
+                             # camera sees them (mean of the five inner-lip gaps over the eye-corner
+                             # distance 33-263, as metrics.lip_gap) ...
 JAW_OPEN_MAX_RAD = 0.8       # ... but never more than this (about 46°)
 BLINK_UPPER_SHARE = 1.0      # share of the lid closure done by the upper lid (it closes onto the lower one)
 BLINK_LOWER_SHARE = 0.08     # ... and by the lower lid (it barely moves: the tracker reads its skin, not the lid); overlap, no slit
@@ -90,22 +91,28 @@ def jaw_hinge(shape: np.ndarray) -> np.ndarray:
     return np.array([0.0, S[M.NOSE_TIP, 1] + 0.05, min(S[234, 2], S[454, 2]) - 0.35])
 
 
-def jaw_angle(shape: np.ndarray) -> float:
-    """The jaw's rotation at jawOpen = 1 for a face, radians: ``JAW_OPEN_RAD``, or more
-    (up to ``JAW_OPEN_MAX_RAD``) where that would part its lips less than ``JAW_GAP_MIN``
-    (faces whose tracked depth is flat have their lips closer to the hinge and would open
-    less: ARKit's scale is the mouth's opening, the same on every face).
+def jaw_angle(shape: np.ndarray, view: np.ndarray | None = None) -> float:
+    """The jaw's rotation at jawOpen = 1 for a face, radians.
+
+    ``JAW_OPEN_RAD``; on a portrait (``view`` given) more, up to ``JAW_OPEN_MAX_RAD``, where
+    that would part its lips less than ``JAW_GAP_MIN`` as the camera sees them: a face seen
+    from above, or tracked with flat depth (its lips nearer the hinge), would otherwise
+    open less than others at the same weight, and ARKit's scale is the mouth's opening.
 
     shape : float[468 x 3], head frame (IOD)
+    view  : float[3 x 3], the head axes in the image (``HeadFrame.rotation``), or None
     """
+    if view is None:
+        return JAW_OPEN_RAD
     S = np.asarray(shape, np.float64)
     hinge, follow = jaw_hinge(S), _jaw_weight(S)[:, None]
     up, lo = (list(i) for i in zip(*LIP_GAP_PAIRS))
-    eyes = np.linalg.norm(S[EYE_CORNERS[1]] - S[EYE_CORNERS[0]])
+    image = np.asarray(view, np.float64)[:2]                  # head frame -> image x, y
+    eyes = np.linalg.norm((S[EYE_CORNERS[1]] - S[EYE_CORNERS[0]]) @ image.T)
     angle = JAW_OPEN_RAD
     for _ in range(2):    # the opening is nearly linear in the angle: two steps get within 2 % of it
-        field = ((S - hinge) @ _rot_x(angle).T + hinge - S) * follow
-        gap = (field[up, 1] - field[lo, 1]).mean() / eyes
+        opened = S + ((S - hinge) @ _rot_x(angle).T + hinge - S) * follow
+        gap = np.linalg.norm((opened[lo] - opened[up]) @ image.T, axis=1).mean() / eyes
         if gap >= JAW_GAP_MIN or gap <= 1e-6:
             break
         angle = min(angle * JAW_GAP_MIN / gap, JAW_OPEN_MAX_RAD)
@@ -160,22 +167,24 @@ def _jaw_weight(S: np.ndarray, upper_lip_follows: bool = True) -> np.ndarray:
     return jaw_w
 
 
-def jaw_open(shape: np.ndarray, upper_lip_follows: bool = True) -> np.ndarray:
+def jaw_open(shape: np.ndarray, upper_lip_follows: bool = True, view: np.ndarray | None = None) -> np.ndarray:
     """The jawOpen displacement field of a face, float64[468 x 3] (IOD at weight 1).
 
     ``upper_lip_follows=False`` leaves the upper lip beside the corners out: undoing a
     photo's open jaw (``portrait.neutral_shape``) then keeps its upper lip where the
-    photo shows it."""
+    photo shows it. ``view``: a portrait's head axes in the image (``jaw_angle``)."""
     S = np.asarray(shape, np.float64)
     hinge = jaw_hinge(S)
-    rotated = (S - hinge) @ _rot_x(jaw_angle(S)).T + hinge
+    rotated = (S - hinge) @ _rot_x(jaw_angle(S, view)).T + hinge
     return (rotated - S) * _jaw_weight(S, upper_lip_follows)[:, None]
 
 
-def blendshape_basis(shape: np.ndarray) -> np.ndarray:
+def blendshape_basis(shape: np.ndarray, view: np.ndarray | None = None) -> np.ndarray:
     """Displacement fields for one identity.
 
     shape : float[468 x 3], neutral face in the head frame (IOD units)
+    view  : float[3 x 3], a portrait's head axes in the image (``HeadFrame.rotation``): its
+            jaw opens as far as every portrait's as the camera sees it (``jaw_angle``)
     returns float32[52 x 468 x 3], ordered as ARKIT_NAMES (IOD units at weight 1)
     """
     S = shape.astype(np.float64)
@@ -202,7 +211,7 @@ def blendshape_basis(shape: np.ndarray) -> np.ndarray:
     lips = np.maximum(lips, _blob(S, mouth_c, 0.18))
 
     # --- jaw: rotation about a hinge near the ears, at the nose's height, behind the face
-    jaw = jaw_open(S)
+    jaw = jaw_open(S, view=view)
     put("jawOpen", jaw)
     put("jawForward", np.outer(jaw_w, [0, 0, 0.08]))
     put("jawLeft", np.outer(jaw_w, [0.10, 0, 0]))

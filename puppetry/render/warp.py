@@ -164,7 +164,7 @@ class WarpRenderer:
         # teeth (rigid): the line where the neutral lips meet, in the head frame; the
         # upper row hangs from it with the skull, the lower row stands on it moved by the jaw
         self.meet = (p.shape[M.LIP_INNER_UPPER] + p.shape[M.LIP_INNER_LOWER]).astype(np.float64) / 2   # (11, 3)
-        self.meet_jaw = (self.meet - jaw_hinge(p.shape)) @ (jaw_rotation(1.0, jaw_angle(p.shape)) - np.eye(3)).T  # per jawOpen
+        self.meet_jaw = (self.meet - jaw_hinge(p.shape)) @ (jaw_rotation(1.0, jaw_angle(p.shape, p.frame.rotation)) - np.eye(3)).T  # per jawOpen
         self.src_meet = torch.from_numpy(p.frame.to_image(self.meet)[:, :2].astype(np.float32))  # in the photo
         self.src_down = torch.from_numpy(-p.frame.rotation[:2, 1].astype(np.float32))
         self.rest_open = self._opening(p.frame.to_image(p.shape.astype(np.float64)))
