@@ -17,5 +17,5 @@ class RenderConfig:
     neck_reach: float = 0.4          # flow reach below the chin, face widths (the neck twists)
     seam_reach: float = 0.3          # mesh-to-skull blend beyond the face, face widths
     mouth_ramp_iod: float = 0.06     # extra opening over which the drawn interior fades in
-    fine_iod: float = 0.5            # full-resolution flow within this distance of eyes and mouth (IOD)
+    fine_iod: float = 0.5            # full-resolution flow within this distance of eyes and mouth (IOD), where the expression moves the face
     threads: int = 1                 # torch threads per renderer (2 spin-wait badly beside the encoder)
