@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the training (default 2)")
     ap.add_argument("--texture", choices=("on", "off"), default=None,
                     help="the network sees the lower face it re-renders (default NetDims')")
+    ap.add_argument("--flow", choices=("on", "off"), default=None,
+                    help="the network moves the lower face it sees by a predicted flow (default NetDims')")
     ap.add_argument("--swap", type=float, default=None,
                     help="share of training samples whose context is another frame (default TrainConfig's)")
     ap.add_argument("--sheet", default="/tmp/puppetry_person_sheet.png")
@@ -130,6 +132,8 @@ def main() -> None:
             config = replace(config, dims=replace(config.dims, channels=tuple(int(c) for c in args.channels.split(","))))
         if args.texture is not None:
             config = replace(config, dims=replace(config.dims, texture=args.texture == "on"))
+        if args.flow is not None:
+            config = replace(config, dims=replace(config.dims, flow=args.flow == "on"))
         if args.threads:
             config = replace(config, train=replace(config.train, threads=args.threads))
         if args.swap is not None:

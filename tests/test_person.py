@@ -124,6 +124,15 @@ def test_unet_shapes():
     net = MouthNet(NetDims(channels=(8, 16, 24)))
     y = net(torch.rand(2, 7, 64, 64))
     assert y.shape == (2, 3, 64, 64) and float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
+    moving = MouthNet(NetDims(channels=(8, 16, 24), texture=True, flow=True))
+    x = torch.rand(2, 7, 64, 64)
+    y = moving(x).detach()
+    assert y.shape == (2, 3, 64, 64)
+    # untrained, it shows the lower face it was given, not moved (blend weight ~0.88)
+    assert float((y - x[:, :3]).abs().max()) < 0.13
+    assert float(torch.corrcoef(torch.stack([y.flatten(), x[:, :3].flatten()]))[0, 1]) > 0.95
+    with pytest.raises(ValueError, match="texture"):
+        MouthNet(NetDims(texture=False, flow=True))
 
 
 def test_learn_writes_a_self_describing_file(talking):
@@ -198,6 +207,15 @@ def test_errors_name_the_input(talking, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
             learn(video, tmp_path / "c.puppet", TINY, device="cuda")
+
+
+def test_a_person_learned_before_the_texture_option_still_blanks_its_region(talking, tmp_path):
+    _, puppet, _ = talking
+    assert load_person(puppet).net.dims.texture                      # the default now
+    data = torch.load(puppet, map_location="cpu", weights_only=False)
+    data["dims"] = {k: v for k, v in data["dims"].items() if k not in ("texture", "flow")}
+    torch.save(data, tmp_path / "old.puppet")
+    assert not load_person(tmp_path / "old.puppet").net.dims.texture
 
 
 def test_a_moved_person_finds_its_video_beside_it(talking, tmp_path):

@@ -6,7 +6,13 @@ the crop keeps the lower face it shows inside the region (in training always ano
 frame's than the target: the network learns to move that face's mouth to the drawn
 geometry, keeping its skin, folds and colour); without it (files learned before
 2026-12-06) the region is blanked and the network draws the whole lower face.
-Output: the crop's RGB in 0..1 (3), of which the region is kept.
+Output: the crop's RGB in 0..1 (3), of which the region is kept. With ``NetDims.flow``
+(and ``texture``) that RGB is a blend: the input's own lower face moved by a smooth flow
+the network predicts (at 1/``unshuffle`` the size, upsampled) where it can show the
+target (lips and skin it already has, moved), and the network's own drawing where it
+cannot (teeth behind lips that were closed): ``a * warp(input, flow) + (1 - a) * rgb``,
+a per-pixel weight from the network. At the start the flow is zero and ``a`` ~0.9: the
+output is the input's lower face, sharp, which training then moves.
 
 The crop is first folded into ``unshuffle``² times the channels at 1/``unshuffle`` the
 size (pixel unshuffle; the output is unfolded the same way): every convolution runs at
@@ -37,7 +43,11 @@ class NetDims:
     # (32, 64, 96): 0.54 M parameters, ~half the time a step and a frame of (48, 96, 128),
     # and better in the same 25 min (unseen mouth PSNR 26.2 vs 25.1 dB; docs/benchmarks.md §7)
     unshuffle: int = 4       # the crop enters as unshuffle² channels per pixel at 1 / unshuffle size
-    texture: bool = False    # the input keeps the region's own lower face (module doc)
+    texture: bool = True     # the input keeps the region's own lower face (module doc); with it
+    # dubbing from unseen audio re-tracks at r 0.49-0.70 against 0.42 blanked, mouth PSNR
+    # 26.2-26.8 dB against 26.0-26.2 (docs/benchmarks.md §7, 2026-12-06)
+    flow: bool = False       # the output moves that face by a predicted flow (needs texture):
+    # measured, not better in 25 CPU minutes (lip r 0.66 against 0.83; §7)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -59,6 +69,14 @@ class MouthNet(nn.Module):
         self.enc = nn.ModuleList(_block(b, b) for b in ch[1:])
         self.dec = nn.ModuleList(_block(b + a, a) for a, b in zip(ch, ch[1:]))
         self.head = nn.Conv2d(ch[0], 3 * k * k, 3, padding=1)
+        if dims.flow:
+            if not dims.texture:
+                raise ValueError("NetDims(flow=True) moves the input's lower face: it needs texture=True")
+            self.move = nn.Conv2d(ch[0], 2 + k * k, 3, padding=1)   # flow (x, y pixels), blend logits
+            nn.init.zeros_(self.move.weight)
+            nn.init.constant_(self.move.bias, 2.0)                   # a ~0.88: the input, ...
+            with torch.no_grad():
+                self.move.bias[:2] = 0.0                             # ... not moved
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(F.pixel_unshuffle(x, self.dims.unshuffle))]   # (B, c0, S/k, S/k)
@@ -69,7 +87,17 @@ class MouthNet(nn.Module):
             skip = skips.pop()
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             h = dec(torch.cat([h, skip], 1))
-        return torch.sigmoid(F.pixel_shuffle(self.head(h), self.dims.unshuffle))
+        rgb = torch.sigmoid(F.pixel_shuffle(self.head(h), self.dims.unshuffle))
+        if not self.dims.flow:
+            return rgb
+        m = self.move(h)                                         # (B, 2 + k², S/k, S/k)
+        b, _, s, _ = x.shape
+        flow = F.interpolate(m[:, :2], size=(s, s), mode="bilinear", align_corners=False)  # (B, 2, S, S) px
+        a = torch.sigmoid(F.pixel_shuffle(m[:, 2:], self.dims.unshuffle))                # (B, 1, S, S)
+        theta = torch.eye(2, 3, dtype=x.dtype, device=x.device).expand(b, 2, 3)
+        grid = F.affine_grid(theta, [b, 3, s, s], align_corners=False) + flow.permute(0, 2, 3, 1) * (2 / s)
+        moved = F.grid_sample(x[:, :3], grid, padding_mode="border", align_corners=False)
+        return a * moved + (1 - a) * rgb
 
     @property
     def n_params(self) -> int:

@@ -180,7 +180,9 @@ def load_person(path) -> Person:
                           f"reads version {PUPPET_VERSION}: learn the person again")
     try:   # a file of the right kind whose parts are missing or malformed
         dims = data["dims"]
-        net = MouthNet(NetDims(**{**dims, "channels": tuple(dims["channels"])}))
+        # files from before the texture/flow options drew the whole region from a blank
+        net = MouthNet(NetDims(**{"texture": False, "flow": False, **dims,
+                                  "channels": tuple(dims["channels"])}))
         net.load_state_dict(data["weights"])
         net.eval()
         crop = data["crop"]

@@ -1,14 +1,16 @@
 """The one training loop of the neural renderer.
 
 Each sample is one footage frame's lower-face crop (``crop.py``). The network gets the
-crop with the region blanked, the region mask and the geometry of the frame's own fitted
-expression, and must rebuild the region. Two augmentations make it behave at dubbing
-time, when expression and footage frame differ:
+crop, the region mask and the geometry of the frame's own fitted expression, and must
+rebuild the region; inside the region the crop shows another frame's lower face
+(``NetDims.texture``; blanked for networks without it). Two augmentations make it behave
+at dubbing time, when expression and footage frame differ:
 
 - a random small similarity (shift, scale, rotation) of crop and geometry together, so a
   tracking wobble does not move the mouth;
-- with probability ``swap``, the context outside the region comes from another frame of
-  the video: the mouth must then follow the drawn geometry, not the cheeks around it.
+- with probability ``swap``, the context outside the region comes from that other frame
+  too (as in a dub, where the whole crop is a footage frame with its own mouth): the
+  mouth must then follow the drawn geometry, not the cheeks around it.
 
 Loss over the region: L1 + ``grad_weight`` x L1 of the image gradients (sharp edges of
 lips and teeth). Adam, with a cosine learning-rate decay over the wall-clock budget (the
@@ -42,7 +44,7 @@ class TrainConfig:
     batch: int = 8             # crops per step
     lr: float = 2e-3           # Adam learning rate at the start (cosine decay to lr / 20)
     grad_weight: float = 1.0   # weight of the image-gradient L1 against the pixel L1
-    swap: float = 0.3          # share of samples whose context comes from another frame
+    swap: float = 0.5          # share of samples whose context comes from another frame
     jitter_px: float = 3.0     # random shift, crop pixels (and 3 % scale, 3° rotation)
     seed: int = 0
     threads: int = 2           # torch threads on the CPU
