@@ -101,7 +101,7 @@ def test_the_style_keeps_the_persons_spread():
     """A least-squares style map shrinks the mouth's movement by the correlation it finds
     (the dubbed mouth hardly moved: issue 11); ``match_spread`` gives it the person's."""
     from puppetry.expression.style import SPEECH_NAMES, Style, _fit_ridge
-    from puppetry.person.learn import match_spread
+    from puppetry.expression.style import match_spread
     rng = np.random.default_rng(0)
     t = np.arange(200)
     person = np.zeros((200, 52))

@@ -25,7 +25,9 @@ Fitting (:func:`fit_style`):
      own audio are regressed onto the person's, frame by frame: a per-name scale and bias
      (ridge ``RIDGE``), plus a full ``K x K`` correction with a strong ridge
      (``RIDGE_FULL``) so one shape may borrow a little from another (a wider jaw with
-     every rounding, say) without over-fitting a short video;
+     every rounding, say) without over-fitting a short video; then each shape's spread is
+     raised to the person's own (:func:`match_spread`: least squares shrinks it by the
+     correlation it finds);
    - without one (``shared=None``): no frame-by-frame pairing is possible, so the map
      matches statistics instead: per name, the person's mean and standard deviation on
      this video against the shared space's reference mean and deviation, i.e. those of
@@ -57,6 +59,7 @@ RIDGE = 1e-3  # per-name regression: added to each shared variance (weight²)
 RIDGE_FULL = 1.0  # K x K correction: ridge as a multiple of the mean shared variance x T
 MIN_STD = 0.02  # reference deviations below this (weight) are raised to it
 MAX_SCALE = 4.0  # per-name scales are limited to [0, MAX_SCALE]
+MAX_WIDEN = 3.0   # a speech shape's mapped spread is raised to the person's by at most this factor
 
 # The reference reading for the statistics fallback: the Rainbow Passage's first
 # sentences (Fairbanks 1960), in ARPAbet, "|" a short pause between words, "||" a
@@ -268,6 +271,36 @@ def _fit_statistics(y: np.ndarray, columns: np.ndarray, fps: float
     return np.diag(scale), y.mean(0) - scale * ref_mean
 
 
+def match_spread(style: Style, shared: np.ndarray, person: np.ndarray) -> Style:
+    """The ``style`` with each mapped speech shape's spread raised to the person's own.
+
+    A least-squares map from the shared speech space to the person's shapes shrinks its
+    output towards the mean by the correlation it finds (regression to the mean): on the
+    dev Obama video the mapped ``jawOpen`` moved with 0.58 of the spread of the person's
+    tracked jaw, so dubbed mouths barely opened and closed and the neural renderer,
+    which hardly draws so small a movement, lost the sync (docs/benchmarks.md §7, 2026-12-06).
+    Per shape k the map's output on the video, ``p_k``, becomes
+    ``mean(p_k) + g_k (p_k - mean(p_k))`` with ``g_k = std(person_k) / std(p_k)`` in
+    [1, ``MAX_WIDEN``]: the timing (what the correlation measures) is untouched, the
+    amplitude is the person's.
+
+    shared : float[T x 52], the speech model on the video's own audio
+    person : float[T x 52], the person's fitted expressions on the same frames (no NaN rows)
+    Returns a new ``Style`` (a ``Style`` fitted from statistics already matches the spread).
+    :func:`fit_style` applies it to every map it fits from speech.
+    """
+    if style.method != "ridge":
+        return style
+    cols = style.columns
+    mapped = shared[:, cols] @ style.matrix + style.bias                 # (T, K), before clipping
+    spread = mapped.std(0)
+    gain = np.clip(person[:, cols].std(0) / np.maximum(spread, 1e-6), 1.0, MAX_WIDEN)
+    gain[spread < 1e-6] = 1.0                                            # a shape the map holds still
+    mean = mapped.mean(0)
+    return Style(style.names, style.matrix * gain, gain * style.bias + (1 - gain) * mean,
+                 fps=style.fps, source=style.source, frames=style.frames, method=style.method)
+
+
 def fit_style(video_path, *, shared=None, names: tuple[str, ...] = SPEECH_NAMES,
               tracked: TrackedVideo | None = None) -> Style:
     """Fit a person's :class:`Style` from a video of them speaking (module doc).
@@ -300,7 +333,8 @@ def fit_style(video_path, *, shared=None, names: tuple[str, ...] = SPEECH_NAMES,
         if x.shape != (video.frames, N_EXPRESSIONS):
             raise StyleError(f"the speech model gave {x.shape} for {video.frames} frames: "
                              f"it must return float32[{video.frames} x {N_EXPRESSIONS}]")
-        matrix, bias = _fit_ridge(x[ok][:, columns], person)
-        method = "ridge"
+        style = Style(tuple(names), *_fit_ridge(x[ok][:, columns], person), fps=video.fps,
+                      source=video.source, frames=video.frames, method="ridge")
+        return match_spread(style, x[ok], video.expressions[ok].astype(np.float64))
     return Style(tuple(names), matrix, bias, fps=video.fps, source=video.source,
                  frames=video.frames, method=method)

@@ -81,43 +81,10 @@ def geometry_of(footage, frames: np.ndarray, size: int, expression: np.ndarray |
     return out
 
 
-MAX_WIDEN = 3.0   # a speech shape's mapped spread is raised to the person's by at most this factor
-
-
-def match_spread(style, shared: np.ndarray, person: np.ndarray):
-    """The ``style`` with each mapped speech shape's spread raised to the person's own.
-
-    A least-squares map from the shared speech space to the person's shapes shrinks its
-    output towards the mean by the correlation it finds (regression to the mean): on the
-    dev Obama video the mapped ``jawOpen`` moved with 0.58 of the spread of the person's
-    tracked jaw, so dubbed mouths barely opened and closed and the neural renderer,
-    which hardly draws so small a movement, lost the sync (docs/benchmarks.md §7, 2026-12-06).
-    Per shape k the map's output on the video, ``p_k``, becomes
-    ``mean(p_k) + g_k (p_k - mean(p_k))`` with ``g_k = std(person_k) / std(p_k)`` in
-    [1, ``MAX_WIDEN``]: the timing (what the correlation measures) is untouched, the
-    amplitude is the person's.
-
-    shared : float[T x 52], the speech model on the video's own audio
-    person : float[T x 52], the person's fitted expressions on the same frames (no NaN rows)
-    Returns a new ``Style`` (a ``Style`` fitted from statistics already matches the spread).
-    """
-    from ..expression.style import Style
-
-    if style.method != "ridge":
-        return style
-    cols = style.columns
-    mapped = shared[:, cols] @ style.matrix + style.bias                 # (T, K), before clipping
-    spread = mapped.std(0)
-    gain = np.clip(person[:, cols].std(0) / np.maximum(spread, 1e-6), 1.0, MAX_WIDEN)
-    gain[spread < 1e-6] = 1.0                                            # a shape the map holds still
-    mean = mapped.mean(0)
-    return Style(style.names, style.matrix * gain, gain * style.bias + (1 - gain) * mean,
-                 fps=style.fps, source=style.source, frames=style.frames, method=style.method)
-
 
 def _style(video, footage):
     """The person's speaking style from the video's own audio (the learned part's) and
-    tracked mouth, with the person's own spread (:func:`match_spread`)."""
+    tracked mouth (with the person's own spread: ``expression.style.match_spread``)."""
     from ..audio import SAMPLE_RATE
     from ..expression.speech import SpeechToExpression
     from ..expression.style import StyleError, TrackedVideo, fit_style
@@ -125,19 +92,15 @@ def _style(video, footage):
     tracked = TrackedVideo(np.where(footage.valid[:, None], footage.expression, np.nan),
                            np.full((len(footage), 3), np.nan, np.float32), footage.identity,
                            footage.fps, Path(video).name)
-    model, predicted = SpeechToExpression.load(), []
+    model = SpeechToExpression.load()
 
-    def shared(audio, n_frames, fps):   # the learned part's audio only; kept for the spread
-        predicted.append(model(audio[:int(round(n_frames / fps * SAMPLE_RATE))], n_frames=n_frames,
-                               fps=fps))
-        return predicted[-1]
+    def shared(audio, n_frames, fps):   # the learned part's audio only
+        return model(audio[:int(round(n_frames / fps * SAMPLE_RATE))], n_frames=n_frames, fps=fps)
 
     try:
-        style = fit_style(video, shared=shared, tracked=tracked)
+        return fit_style(video, shared=shared, tracked=tracked)
     except StyleError:
         return fit_style(video, shared=None, tracked=tracked)       # no audio track: statistics
-    ok = footage.valid
-    return match_spread(style, predicted[-1][ok], footage.expression[ok])
 
 
 def learn(video, out, config: LearnConfig = LearnConfig(), device: str = "auto",
