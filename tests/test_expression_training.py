@@ -81,15 +81,22 @@ def _tiny_corpus(folder, rng, voices=10, per_voice=2):
     (folder / "recipe.json").write_text('{"command": "test"}')
 
 
+def _trained(pipeline, tmp_path, seed: int, steps: int):
+    """A tiny corpus and a model trained on it for ``steps`` as ``tmp_path/a.pt``:
+    (the training module, the arguments every run of these tests shares)."""
+    train = pipeline("train_audio2expression")
+    _tiny_corpus(tmp_path / "speech", np.random.default_rng(seed))
+    common = ["--data", str(tmp_path / "speech"), "--features", "mel", "--batch", "2",
+              "--frames", "8", "--threads", "1", "--window-ms", "160"]
+    train.main(common + ["--steps", str(steps), "--out", str(tmp_path / "a.pt")])
+    return train, common
+
+
 def test_init_starts_from_a_checkpoint_and_refuses_another_model(pipeline, tmp_path):
     import pytest
     import torch
 
-    train = pipeline("train_audio2expression")
-    _tiny_corpus(tmp_path / "speech", np.random.default_rng(3))
-    common = ["--data", str(tmp_path / "speech"), "--features", "mel", "--batch", "2",
-              "--frames", "8", "--threads", "1", "--window-ms", "160"]
-    train.main(common + ["--steps", "3", "--out", str(tmp_path / "a.pt")])
+    train, common = _trained(pipeline, tmp_path, seed=3, steps=3)
     train.main(common + ["--steps", "2", "--lr", "0", "--init", str(tmp_path / "a.pt"),
                          "--out", str(tmp_path / "b.pt")])
     a, b = (torch.load(tmp_path / f, weights_only=True) for f in ("a.pt", "b.pt"))
@@ -104,11 +111,7 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_model(pipeline, tmp_p
 def test_frozen_encoder_keeps_it_and_trains_the_rest(pipeline, tmp_path):
     import torch
 
-    train = pipeline("train_audio2expression")
-    _tiny_corpus(tmp_path / "speech", np.random.default_rng(4))
-    common = ["--data", str(tmp_path / "speech"), "--features", "mel", "--batch", "2",
-              "--frames", "8", "--threads", "1", "--window-ms", "160"]
-    train.main(common + ["--steps", "2", "--out", str(tmp_path / "a.pt")])
+    train, common = _trained(pipeline, tmp_path, seed=4, steps=2)
     train.main(common + ["--steps", "4", "--lr", "0.01", "--init", str(tmp_path / "a.pt"),
                          "--freeze-encoder", "--out", str(tmp_path / "b.pt")])
     a, b = (torch.load(tmp_path / f, weights_only=True)["state"] for f in ("a.pt", "b.pt"))
