@@ -146,7 +146,7 @@ class WarpRenderer:
         self.skull_axes = fr.scale * fr.rotation @ np.diag(config.head_axes)   # (3, 3) pixels
         self.skull_inv = np.linalg.inv(self.skull_axes)
         self.skull_centre = fr.to_image(np.array([config.head_centre]))[0]
-        view = np.linalg.inv(self.skull_axes) @ np.array([0.0, 0.0, -1.0])   # toward the camera
+        view = self.skull_inv @ np.array([0.0, 0.0, -1.0])                   # toward the camera
         self.view = torch.from_numpy((view / np.linalg.norm(view)).astype(np.float32))
         self.to_grid = torch.tensor([2.0 / w, 2.0 / h])                 # pixels -> grid_sample units (_sample)
         self.base_grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)),
